@@ -1,1 +1,6 @@
+from .decoders import LocalDecoder
+from .localmim import LocalMIM
+from .targets import HOGTarget, PixelTarget
+from .vit import VisionTransformer
 
+__all__ = ['LocalDecoder', 'LocalMIM', 'HOGTarget', 'PixelTarget', 'VisionTransformer']

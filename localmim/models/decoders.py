@@ -1,0 +1,76 @@
+"""The tiny per-scale decoder of LocalMIM.
+
+One decoder serves one tapped encoder layer: it embeds the visible tokens, fills the masked
+positions with a learned mask token, runs one small transformer block over the full grid with
+fixed sin-cos positions, and maps the grid to the target's resolution and dimension.
+Parameter names match the LocalMIM release (``embed``, ``mask_token``, ``blocks``, ``norm``, ``pred``).
+"""
+import torch
+import torch.nn as nn
+
+from .layers import Block, LayerNorm2d, init_transformer_weights, sincos_pos_embed
+
+
+def rescale_head(dim, scale):
+    """Layers taking a [B, dim, h, w] grid to [B, c, h*scale, w*scale]; returns (layers, c)."""
+    if scale == 4:
+        return [nn.ConvTranspose2d(dim, dim // 2, 2, 2), LayerNorm2d(dim // 2), nn.GELU(),
+                nn.ConvTranspose2d(dim // 2, dim // 4, 2, 2)], dim // 4
+    if scale == 2:
+        return [nn.ConvTranspose2d(dim, dim // 2, 2, 2)], dim // 2
+    if scale == 1:
+        return [], dim
+    if scale == 0.5:
+        return [nn.AvgPool2d(2, 2)], dim
+    raise ValueError(f'decoder rescale factor must be one of 4, 2, 1, 0.5; got {scale}')
+
+
+class LocalDecoder(nn.Module):
+    """Visible tokens of one tapped layer -> prediction on that scale's target grid.
+
+    Args:
+        in_dim: encoder width at the tap.
+        grid_size: (h, w) token grid of the tap.
+        out_dim: target dimension.
+        scale: target grid / token grid (4, 2, 1 or 0.5).
+        dim, depth, num_heads, mlp_ratio: decoder transformer (256, 1, 8, 4 for ViT).
+        with_cls: the tokens start with a cls token (ViT), which gets a zero position slot.
+    """
+
+    def __init__(self, in_dim, grid_size, out_dim, scale=1, dim=256, depth=1, num_heads=8, mlp_ratio=4.,
+                 with_cls=True, norm_eps=1e-6):
+        super().__init__()
+        self.grid_size, self.with_cls = tuple(grid_size), with_cls
+        self.embed = nn.Linear(in_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        pos = sincos_pos_embed(dim, self.grid_size, with_cls=with_cls)[None]
+        self.pos_embed = nn.Parameter(pos, requires_grad=False)
+        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_eps=norm_eps)
+                                    for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
+        layers, hidden = rescale_head(dim, scale)
+        self.pred = nn.Sequential(*layers, nn.Conv2d(hidden, out_dim, 1))
+        self.apply(init_transformer_weights)
+        nn.init.normal_(self.mask_token, std=.02)
+
+    def no_weight_decay(self):
+        return {'mask_token', 'pos_embed'}
+
+    def forward(self, tokens, visible_index):
+        """tokens: [B, (1+)N_vis, in_dim]; visible_index: [B, N_vis] raster positions of the
+        visible tokens in the grid. Returns [B, out_dim, h*scale, w*scale]."""
+        x = self.embed(tokens)
+        cls, x = (x[:, :1], x[:, 1:]) if self.with_cls else (None, x)
+        B, _, D = x.shape
+        h, w = self.grid_size
+        full = self.mask_token.to(x.dtype).expand(B, h * w, D)
+        full = full.scatter(1, visible_index[..., None].expand(-1, -1, D), x)
+        if cls is not None:
+            full = torch.cat([cls, full], dim=1)
+        x = full + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        x = self.norm(x)
+        if cls is not None:
+            x = x[:, 1:]
+        return self.pred(x.transpose(1, 2).reshape(B, D, h, w))

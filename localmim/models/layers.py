@@ -1,0 +1,200 @@
+"""Building blocks shared by the ViT and Swin encoders and the LocalMIM decoders.
+
+Parameter names follow timm (``norm1``, ``attn.qkv``, ``attn.proj``, ``mlp.fc1``, ``ls1.gamma``,
+``attn.relative_position_bias_table``), so timm, MAE and LocalMIM-release weights map by name.
+Attention always runs through ``F.scaled_dot_product_attention``.
+"""
+import math
+from functools import partial
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath
+
+LayerNorm = partial(nn.LayerNorm, eps=1e-6)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a channels-first map [B, C, H, W]."""
+
+    def __init__(self, num_channels, eps=1e-6):
+        super().__init__(num_channels, eps=eps)
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class Mlp(nn.Module):
+    """fc1 -> GELU -> fc2 on [..., dim]."""
+
+    def __init__(self, dim, hidden_dim, drop=0.):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x):
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class LayerScale(nn.Module):
+    """Per-channel learnable scale ``gamma`` (CaiT / BEiT layer scale)."""
+
+    def __init__(self, dim, init_value):
+        super().__init__()
+        self.gamma = nn.Parameter(init_value * torch.ones(dim))
+
+    def forward(self, x):
+        return x * self.gamma
+
+
+def relative_position_index(height, width, with_cls=False):
+    """Index [N, N] into a relative-position table of (2h-1)(2w-1) (+3 with cls) rows.
+
+    Tokens are the ``height x width`` grid in raster order (after one leading cls token when
+    ``with_cls``); the entry for (i, j) encodes (row_i - row_j, col_i - col_j). With a cls token the
+    three extra rows hold cls->token, token->cls and cls->cls (BEiT's convention).
+    """
+    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing='ij')
+    coords = torch.stack([rows.flatten(), cols.flatten()])  # [2, hw]
+    rel = coords[:, :, None] - coords[:, None, :]  # [2, hw, hw]
+    index = (rel[0] + height - 1) * (2 * width - 1) + (rel[1] + width - 1)
+    if not with_cls:
+        return index
+    n = (2 * height - 1) * (2 * width - 1)
+    full = torch.empty(height * width + 1, height * width + 1, dtype=torch.long)
+    full[1:, 1:] = index
+    full[0, 1:] = n
+    full[1:, 0] = n + 1
+    full[0, 0] = n + 2
+    return full
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over [B, N, dim] with fused SDPA.
+
+    Args:
+        rel_pos_grid: (h, w) of the token grid for a learned relative position bias
+            (``relative_position_bias_table``, Swin/BEiT style); None for none.
+        rel_pos_cls: the tokens start with a cls token (BEiT's 3 extra table rows).
+    """
+
+    def __init__(self, dim, num_heads, qkv_bias=True, attn_drop=0., proj_drop=0.,
+                 rel_pos_grid=None, rel_pos_cls=False):
+        super().__init__()
+        assert dim % num_heads == 0, f'dim {dim} is not divisible by num_heads {num_heads}'
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.rel_pos_grid = rel_pos_grid
+        if rel_pos_grid is not None:
+            h, w = rel_pos_grid
+            rows = (2 * h - 1) * (2 * w - 1) + (3 if rel_pos_cls else 0)
+            self.relative_position_bias_table = nn.Parameter(torch.zeros(rows, num_heads))
+            nn.init.trunc_normal_(self.relative_position_bias_table, std=.02)
+            self.register_buffer('relative_position_index',
+                                 relative_position_index(h, w, rel_pos_cls), persistent=False)
+
+    def relative_position_bias(self, index=None):
+        """Bias [heads, N, M] looked up at ``index`` [N, M] (default: the whole grid)."""
+        index = self.relative_position_index if index is None else index
+        return self.relative_position_bias_table[index].permute(2, 0, 1)
+
+    def forward(self, x, attn_bias=None):
+        """x: [B, N, dim]; attn_bias: additive float or boolean (True = attend) mask broadcastable
+        to [B, heads, N, N], added to the table's bias when both exist. Returns [B, N, dim]."""
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        if self.rel_pos_grid is not None:
+            bias = self.relative_position_bias().to(q.dtype)
+            if attn_bias is not None:
+                if attn_bias.dtype == torch.bool:
+                    attn_bias = torch.zeros_like(attn_bias, dtype=q.dtype).masked_fill(~attn_bias, -math.inf)
+                bias = bias + attn_bias
+            attn_bias = bias
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias,
+                                           dropout_p=self.attn_drop if self.training else 0.)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)), on [B, N, dim].
+
+    ``init_values`` enables layer scale (``ls1.gamma``/``ls2.gamma``); ``rel_pos_grid`` a relative
+    position bias in the attention (see :class:`Attention`).
+    """
+
+    def __init__(self, dim, num_heads, mlp_ratio=4., qkv_bias=True, drop_path=0., init_values=None,
+                 norm_eps=1e-6, rel_pos_grid=None, rel_pos_cls=False):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias, rel_pos_grid=rel_pos_grid, rel_pos_cls=rel_pos_cls)
+        self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x, attn_bias=None):
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_bias)))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches -> tokens: [B, C, H, W] -> [B, (H/p)(W/p), dim] via ``proj`` conv."""
+
+    def __init__(self, patch_size=16, in_chans=3, embed_dim=768, norm=False):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size)
+        self.norm = nn.LayerNorm(embed_dim) if norm else nn.Identity()
+
+    def grid_size(self, height, width):
+        p = self.patch_size
+        if height % p or width % p:
+            raise ValueError(f'input size {height}x{width} is not divisible by the patch size {p}')
+        return height // p, width // p
+
+    def forward(self, x):
+        self.grid_size(*x.shape[-2:])
+        return self.norm(self.proj(x).flatten(2).transpose(1, 2))
+
+
+def sincos_pos_embed(dim, grid_hw, with_cls=False):
+    """Fixed 2-D sine-cosine position embedding [(1+)h*w, dim] (MAE's layout).
+
+    The first half of the channels encodes the column, the second half the row; each half is
+    [sin(pos * omega), cos(pos * omega)] with omega = 1 / 10000^(k / (dim/4)). A cls slot is zeros.
+    """
+    h, w = grid_hw
+    assert dim % 4 == 0, f'sin-cos position embedding needs dim divisible by 4, got {dim}'
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
+    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
+                                indexing='ij')
+
+    def encode(pos):
+        angles = pos.flatten()[:, None] * omega[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    emb = torch.cat([encode(cols), encode(rows)], dim=1)
+    if with_cls:
+        emb = torch.cat([torch.zeros(1, dim, dtype=torch.float64), emb])
+    return emb.float()
+
+
+def init_transformer_weights(module):
+    """MAE/JAX-ViT init: xavier-uniform Linear weights, zero biases, unit LayerNorm."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

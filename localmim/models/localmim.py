@@ -1,0 +1,182 @@
+"""LocalMIM: masked image modeling with local multi-scale reconstruction (Wang et al., CVPR 2023).
+
+Read top to bottom: :meth:`LocalMIM.loss` draws a mask, computes every scale's target once,
+runs the encoder on the visible patches, and lets one tiny decoder per tapped layer predict its
+scale's target at the masked cells. Lower taps predict fine cells, upper taps coarse cells; the
+per-scale masked MSE losses are summed with equal weight.
+
+The encoder is any backbone with ``forward_intermediates(x, indices, mask, detach_between)``,
+``feature_info(indices)``, ``img_size`` and ``num_prefix_tokens`` (ViT: per-sample random mask on
+its patch grid; Swin: one mask per batch on 32 px units, masked tokens dropped).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.logging import MessageHub
+from mmengine.model import BaseModel
+from mmengine.structures import BaseDataElement
+
+from ..registry import MODELS, build_model
+from .decoders import LocalDecoder
+
+
+def random_mask(batch, grid_hw, ratio, per_sample=True, device=None):
+    """Bool mask [B, h, w], True = masked, with ``h*w - int(h*w*(1-ratio))`` masked cells per sample.
+
+    per_sample=False draws one mask for the whole batch (Swin's efficient masking).
+    """
+    h, w = grid_hw
+    num_keep = int(h * w * (1 - ratio))
+    noise = torch.rand(batch if per_sample else 1, h * w, device=device)
+    order = noise.argsort(dim=1)
+    mask = torch.ones_like(noise, dtype=torch.bool)
+    mask.scatter_(1, order[:, :num_keep], False)
+    return mask.view(-1, h, w).expand(batch, h, w)
+
+
+def resize_mask(mask, size):
+    """Mask [B, h, w] -> [B, H, W] float: finer grids repeat each cell, coarser grids average
+    (a partly masked coarse cell gets the masked fraction as its weight)."""
+    mask = mask.float()
+    h, w = mask.shape[-2:]
+    H, W = size
+    if H >= h:
+        if H % h or W % w:
+            raise ValueError(f'cannot resize a {h}x{w} mask to {H}x{W}')
+        return mask.repeat_interleave(H // h, 1).repeat_interleave(W // w, 2)
+    if h % H or w % W:
+        raise ValueError(f'cannot resize a {h}x{w} mask to {H}x{W}')
+    return F.avg_pool2d(mask[:, None], (h // H, w // W))[:, 0]
+
+
+def masked_mse(pred, target, weight):
+    """Mean over channels of the squared error, averaged over cells with weights [B, h, w].
+
+    pred, target: [B, C, h, w]. Returns sum(err * weight) / sum(weight).
+    """
+    err = (pred.float() - target.float()).pow(2).mean(1)
+    return (err * weight).sum() / weight.sum()
+
+
+@MODELS.register_module()
+class LocalMIM(BaseModel):
+    """LocalMIM pretraining: one tiny decoder and one target scale per tapped encoder layer.
+
+    Args:
+        encoder: encoder config (``VisionTransformer`` or ``SwinTransformer``).
+        taps: supervised encoder layers, fine to coarse (ViT-B: 1, 3, 9, 11; Swin: stages 0-3).
+        target: ``HOGTarget``/``PixelTarget`` config with one cell size per tap.
+        decoder: ``dims`` (int or one per tap), ``depth``, ``num_heads``, ``mlp_ratio``.
+        mask_ratio: fraction of mask units dropped.
+        mask_unit: mask cell in pixels (default: the encoder's patch size; 32 for Swin).
+        mask_per_sample: a fresh mask per image (ViT) or one per batch (Swin).
+        isolate_gradients: each encoder segment is trained only by its own tap's loss.
+        nonfinite: 'raise' (stop naming the iteration and the scale) or 'skip' the update.
+    """
+
+    def __init__(self, encoder, taps, target, decoder=None, mask_ratio=0.75, mask_unit=None,
+                 mask_per_sample=True, isolate_gradients=False, nonfinite='raise',
+                 data_preprocessor=None, init_cfg=None):
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.encoder = build_model(encoder)
+        self.taps = list(taps)
+        self.target = build_model(target)
+        cells = self.target.cell_sizes
+        if len(cells) != len(self.taps):
+            raise ValueError(f'target has {len(cells)} cell sizes {cells} but there are {len(self.taps)} taps')
+        if nonfinite not in ('raise', 'skip'):
+            raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+        self.mask_ratio, self.mask_per_sample = mask_ratio, mask_per_sample
+        self.mask_unit = mask_unit or self.encoder.patch_size
+        self.isolate_gradients, self.nonfinite = isolate_gradients, nonfinite
+        decoder = dict(dims=256, depth=1, num_heads=8, mlp_ratio=4.) | (decoder or {})
+        dims = decoder.pop('dims')
+        dims = [dims] * len(self.taps) if isinstance(dims, int) else list(dims)
+        info = self.encoder.feature_info(self.taps)
+        img = self.encoder.img_size
+        self.tap_norms = nn.ModuleList(nn.LayerNorm(c, eps=1e-6) for c, _ in info)
+        self.decoders = nn.ModuleList(
+            LocalDecoder(c, (img // stride, img // stride), out_dim, scale=stride / cell, dim=dim,
+                         with_cls=self.encoder.num_prefix_tokens > 0, **decoder)
+            for (c, stride), cell, dim, out_dim in zip(info, cells, dims, self.target.channels))
+        self.loss_names = [f'loss_{cell}px' if cells.count(cell) == 1 else f'loss_{cell}px_{i}'
+                           for i, cell in enumerate(cells)]
+
+    def no_weight_decay(self):
+        return {f'encoder.{n}' for n in self.encoder.no_weight_decay()} | {
+            f'decoders.{i}.{n}' for i, d in enumerate(self.decoders) for n in d.no_weight_decay()}
+
+    # ---- the algorithm -------------------------------------------------------------------------
+    def get_mask(self, images, data_samples=None):
+        """Bool [B, H/unit, W/unit], True = masked: from ``data_sample.mask`` if given, else random."""
+        B, _, H, W = images.shape
+        grid = (H // self.mask_unit, W // self.mask_unit)
+        if data_samples and all('mask' in s for s in data_samples):
+            mask = torch.stack([torch.as_tensor(s.mask, device=images.device) for s in data_samples]).bool()
+            if mask[0].numel() != grid[0] * grid[1]:
+                raise ValueError(f'data_sample.mask has {mask[0].numel()} cells, expected {grid[0]}x{grid[1]}')
+            return mask.view(B, *grid)
+        return random_mask(B, grid, self.mask_ratio, self.mask_per_sample, images.device)
+
+    def forward_encoder(self, images, mask):
+        """Normalised features of the tapped layers, visible tokens only."""
+        feats = self.encoder.forward_intermediates(images, self.taps, mask=mask,
+                                                   detach_between=self.isolate_gradients)
+        return [norm(f) for norm, f in zip(self.tap_norms, feats)]
+
+    def forward_decoders(self, feats, mask):
+        """Per-scale predictions [B, C_s, h_s, w_s] from the visible features."""
+        preds = []
+        for feat, decoder in zip(feats, self.decoders):
+            visible = resize_mask(mask, decoder.grid_size).flatten(1) < 0.5
+            index = torch.nonzero(visible)[:, 1].view(visible.shape[0], -1)
+            preds.append(decoder(feat, index))
+        return preds
+
+    def forward_loss(self, preds, targets, mask):
+        """One masked-MSE entry per scale (coarse cells weighted by their masked fraction)."""
+        return {name: masked_mse(p, t, resize_mask(mask, t.shape[-2:]))
+                for name, p, t in zip(self.loss_names, preds, targets)}
+
+    def loss(self, inputs, data_samples=None):
+        mask = self.get_mask(inputs, data_samples)
+        targets = self.target(inputs)
+        preds = self.forward_decoders(self.forward_encoder(inputs, mask), mask)
+        return self.forward_loss(preds, targets, mask)
+
+    # ---- mmengine plumbing ---------------------------------------------------------------------
+    def forward(self, inputs, data_samples=None, mode='loss'):
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode == 'predict':
+            return self.predict(inputs, data_samples)
+        if mode == 'tensor':
+            return self.forward_encoder(inputs, self.get_mask(inputs, data_samples))
+        raise ValueError(f'invalid mode {mode!r}')
+
+    @torch.no_grad()
+    def predict(self, inputs, data_samples=None):
+        """Reconstructions for visualisation: per sample, ``mask``, ``preds``, ``targets``, ``weights``."""
+        mask = self.get_mask(inputs, data_samples)
+        targets = self.target(inputs)
+        preds = self.forward_decoders(self.forward_encoder(inputs, mask), mask)
+        weights = [resize_mask(mask, t.shape[-2:]) for t in targets]
+        return [BaseDataElement(mask=mask[b], preds=[p[b] for p in preds], targets=[t[b] for t in targets],
+                                weights=[w[b] for w in weights]) for b in range(inputs.shape[0])]
+
+    def train_step(self, data, optim_wrapper):
+        """As BaseModel's, but a non-finite loss stops (naming iteration and scale) or skips the step."""
+        with optim_wrapper.optim_context(self):
+            data = self.data_preprocessor(data, True)
+            losses = self._run_forward(data, mode='loss')
+        bad = [k for k, v in losses.items() if not torch.isfinite(v).all()]
+        if bad:
+            it = MessageHub.get_current_instance().get_info('iter', -1) + 1
+            if self.nonfinite == 'raise':
+                raise FloatingPointError(f'non-finite LocalMIM loss at iteration {it}: '
+                                         + ', '.join(f'{k}={losses[k].item()}' for k in bad))
+            optim_wrapper.zero_grad()
+            return {k: v.detach().nan_to_num() for k, v in losses.items()}
+        parsed, log_vars = self.parse_losses(losses)
+        optim_wrapper.update_params(parsed)
+        return log_vars

@@ -1,0 +1,119 @@
+"""Reconstruction targets of LocalMIM, computed for every scale at once.
+
+Each target module maps normalised images [B, 3, H, W] to a list of target maps, one per cell
+size, each [B, C, H/cell, W/cell] (channels first). Targets are not trained and carry no gradient.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..registry import MODELS
+
+SOBEL = torch.tensor([[1., 0., -1.], [2., 0., -2.], [1., 0., -1.]])
+
+
+@MODELS.register_module()
+class HOGTarget(nn.Module):
+    """Histograms of oriented gradients, per colour channel, at several cell sizes.
+
+    Per channel: Sobel responses (g0 with [[1,0,-1],[2,0,-2],[1,0,-1]], g1 with its transpose,
+    reflect padding, optional frozen bias), magnitude |g|, angle atan2(g0, g1), hard unsigned
+    binning ``floor(angle / pi * nbins) mod nbins``; each pixel adds its magnitude to its bin.
+    The bin maps are average-pooled over cells and each cell's nbins vector is L2-normalised.
+    Output channels are colour-major: [R bins, G bins, B bins] (3 * nbins).
+
+    Gradients and binning run once; coarser cells pool the finer cells' sums (average pooling
+    composes exactly for nested cells). With ``bias='per_scale'`` (LocalMIM release checkpoints,
+    which hold one random bias per scale) binning runs once per scale instead.
+
+    Args:
+        nbins: orientation bins (9 for ViT-B, 18 for ViT-L/Swin).
+        cell_sizes: cell size in pixels of each output, e.g. (4, 8, 16, 32).
+        bias: None, 'shared' (one frozen random bias, as for "hog bias") or 'per_scale'.
+    """
+
+    def __init__(self, nbins=9, cell_sizes=(4, 8, 16, 32), bias=None):
+        super().__init__()
+        if bias not in (None, 'shared', 'per_scale'):
+            raise ValueError(f"HOGTarget bias must be None, 'shared' or 'per_scale', got {bias!r}")
+        self.nbins, self.cell_sizes = nbins, tuple(cell_sizes)
+        self.register_buffer('weight', torch.stack([SOBEL, SOBEL.t()])[:, None], persistent=False)
+        if bias is None:
+            self.bias = None
+        else:
+            sets = 1 if bias == 'shared' else len(self.cell_sizes)
+            # nn.Conv2d's default bias init for a 1->2 channel 3x3 conv: U(-1/3, 1/3); frozen.
+            self.register_buffer('bias', torch.empty(sets, 2).uniform_(-1 / 3, 1 / 3))
+
+    @property
+    def channels(self):
+        """Target dimension of each scale."""
+        return [3 * self.nbins] * len(self.cell_sizes)
+
+    def histogram(self, grads, bias):
+        """Per-pixel bin maps [B, 3, nbins, H, W] from Sobel responses [B, 3, 2, H, W]."""
+        if bias is not None:
+            grads = grads + bias.view(1, 1, 2, 1, 1)
+        magnitude = torch.linalg.vector_norm(grads, dim=2)
+        angle = torch.atan2(grads[:, :, 0], grads[:, :, 1])
+        bins = torch.floor(angle / math.pi * self.nbins).long() % self.nbins
+        hist = magnitude.new_zeros(*magnitude.shape[:2], self.nbins, *magnitude.shape[2:])
+        return hist.scatter_(2, bins[:, :, None], magnitude[:, :, None])
+
+    def pooled(self, hist, cells):
+        """Average-pool [B, 3, nbins, H, W] over each cell size in ``cells`` (any order)."""
+        B, C, K, H, W = hist.shape
+        flat, done, out = hist.flatten(1, 2), 1, {}
+        for cell in sorted(set(cells)):
+            if cell % done:
+                raise ValueError(f'HOG cell sizes must divide each other, got {self.cell_sizes}')
+            flat = F.avg_pool2d(flat, cell // done)
+            done = cell
+            out[cell] = flat
+        return [out[c].view(B, C, K, H // c, W // c) for c in cells]
+
+    @torch.no_grad()
+    def forward(self, images):
+        B, C, H, W = images.shape
+        images = images.float()
+        padded = F.pad(images.reshape(B * C, 1, H, W), (1, 1, 1, 1), mode='reflect')
+        grads = F.conv2d(padded, self.weight).view(B, C, 2, H, W)
+        if self.bias is None or self.bias.shape[0] == 1:
+            bias = None if self.bias is None else self.bias[0]
+            maps = self.pooled(self.histogram(grads, bias), self.cell_sizes)
+        else:
+            maps = [self.pooled(self.histogram(grads, b), [c])[0] for b, c in zip(self.bias, self.cell_sizes)]
+        return [F.normalize(m, dim=2).flatten(1, 2) for m in maps]
+
+
+@MODELS.register_module()
+class PixelTarget(nn.Module):
+    """Normalised pixels per patch: each p x p x 3 patch minus its mean, over sqrt(unbiased var + eps).
+
+    Output per patch size p: [B, p*p*3, H/p, W/p] with channels ordered (row, col, colour).
+    """
+
+    def __init__(self, cell_sizes=(8, 16, 32, 32), normalize=True, eps=1e-6):
+        super().__init__()
+        self.cell_sizes, self.normalize, self.eps = tuple(cell_sizes), normalize, eps
+
+    @property
+    def channels(self):
+        """Target dimension of each scale (RGB input)."""
+        return [3 * p * p for p in self.cell_sizes]
+
+    @torch.no_grad()
+    def forward(self, images):
+        B, C, H, W = images.shape
+        out = {}
+        for p in sorted(set(self.cell_sizes)):
+            patches = images.float().view(B, C, H // p, p, W // p, p).permute(0, 2, 4, 3, 5, 1)
+            patches = patches.reshape(B, H // p, W // p, p * p * C)
+            if self.normalize:
+                mean = patches.mean(-1, keepdim=True)
+                var = patches.var(-1, keepdim=True, unbiased=True)
+                patches = (patches - mean) / (var + self.eps).sqrt()
+            out[p] = patches.permute(0, 3, 1, 2)
+        return [out[p] for p in self.cell_sizes]
