@@ -9,11 +9,15 @@ optional frozen bias, one HOG module per scale). Ours: ``encoder.*``, ``tap_norm
 import torch
 
 from ..models.targets import SOBEL
-from . import new_report
+from .common import new_report, unwrap_state_dict
 
 
-def convert_release_vit_pretrain(state):
-    """Release ViT pretraining state dict -> LocalMIM state dict (for ``load_from``)."""
+def convert_release_vit_pretrain(checkpoint):
+    """Release ViT pretraining checkpoint -> LocalMIM state dict (for ``load_from``).
+
+    ``report['hog_bias']`` says which ``HOGTarget(bias=...)`` the pretraining config needs.
+    """
+    state = unwrap_state_dict(checkpoint)
     out, report = {}, new_report()
     biases = {}
     for key, value in state.items():

@@ -1,6 +1,9 @@
+from .classifier import ImageClassifier
 from .decoders import LocalDecoder
 from .localmim import LocalMIM
+from .necks import SimpleFeaturePyramid
 from .targets import HOGTarget, PixelTarget
 from .vit import VisionTransformer
 
-__all__ = ['LocalDecoder', 'LocalMIM', 'HOGTarget', 'PixelTarget', 'VisionTransformer']
+__all__ = ['ImageClassifier', 'LocalDecoder', 'LocalMIM', 'HOGTarget', 'PixelTarget', 'SimpleFeaturePyramid',
+           'VisionTransformer']
