@@ -13,7 +13,7 @@ from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 
 from ..registry import MODELS
-from .layers import LayerNorm2d
+from .layers import LayerNorm2d, rescale_layers
 
 
 def build_norm2d(norm_cfg, channels):
@@ -22,28 +22,6 @@ def build_norm2d(norm_cfg, channels):
     if cfg.pop('type') == 'LN2d':
         return LayerNorm2d(channels, **cfg)
     return build_norm_layer(dict(norm_cfg), channels)[1]
-
-
-def rescale_layers(dim, scale, keep_channels=False, pool='max', norm_cfg=dict(type='LN2d')):
-    """Layers taking [B, dim, h, w] to [B, c, h*scale, w*scale]; returns (layers, c).
-
-    x4: deconv, norm, GELU, deconv; x2: deconv; x1: nothing; x0.5: 2x2 max/avg pool. Each deconv
-    halves the channels unless ``keep_channels``.
-    """
-    half = (lambda c: c) if keep_channels else (lambda c: c // 2)
-    if scale == 4:
-        mid = half(dim)
-        return [nn.ConvTranspose2d(dim, mid, 2, 2), build_norm2d(norm_cfg, mid), nn.GELU(),
-                nn.ConvTranspose2d(mid, half(mid), 2, 2)], half(mid)
-    if scale == 2:
-        return [nn.ConvTranspose2d(dim, half(dim), 2, 2)], half(dim)
-    if scale == 1:
-        return [], dim
-    if scale == 0.5:
-        if pool not in ('max', 'avg'):
-            raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
-        return [nn.MaxPool2d(2, 2) if pool == 'max' else nn.AvgPool2d(2, 2)], dim
-    raise ValueError(f'pyramid scale must be one of 4, 2, 1, 0.5; got {scale}')
 
 
 @MODELS.register_module()
@@ -72,7 +50,8 @@ class SimpleFeaturePyramid(BaseModule):
         self.levels = nn.ModuleList()
         self.level_channels = []
         for scale in self.scales:
-            layers, channels = rescale_layers(in_channels, scale, keep_channels, pool, norm_cfg)
+            layers, channels = rescale_layers(in_channels, scale, keep_channels, pool,
+                                              norm=lambda c: build_norm2d(norm_cfg, c))
             if out_channels is not None:
                 layers += [nn.Conv2d(channels, out_channels, 1, bias=False), build_norm2d(norm_cfg, out_channels),
                            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
