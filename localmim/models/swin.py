@@ -1,0 +1,408 @@
+"""Swin Transformer that runs on any subset of its tokens: one class for LocalMIM and downstream.
+
+Without a mask it is a standard Swin (patch 4, shifted windows, relative position bias, patch
+merging, no absolute position embedding). With a mask (one per batch, on a grid of units that
+stay whole through every patch merging, 32 px for 4 stages) the masked tokens are DROPPED, so
+compute scales with the visible tokens, and every visible token gets exactly what a dense Swin
+restricted to the visible tokens would give it:
+
+- window attention: each token attends to the present tokens of its own window, with the
+  relative position bias of the true coordinates. Shifted layers keep Swin's semantics: a window
+  that would wrap around the border is split into its separate regions (what the cyclic shift +
+  attention mask of Swin does). On each axis the window group is ``(coord + window - shift) // window``.
+- the groups are packed first-fit-decreasing into bins of window^2 slots; one bin is one row of
+  the attention batch, with a block-diagonal mask between the groups sharing it. Padding slots
+  form a group of their own, so no row is fully masked and the result is exact.
+- patch merging concatenates the 2x2 neighbours in the standard Swin/timm order
+  (row, col) = (0,0), (1,0), (0,1), (1,1); masked units are whole, so merged groups are complete.
+
+All index tensors depend on the mask only (shared by the batch), are built once per forward and
+reused by every block ("plans"). Parameter names are timm's (``patch_embed``, ``layers.{i}.downsample``
+at the START of stages 1-3, ``layers.{i}.blocks.{j}``, ``norm``), so timm weights load as they are.
+
+LayerNorm eps is 1e-6 everywhere (pretraining and downstream alike), so pretrained weights transfer
+exactly; the release used 1e-6 in pretraining and 1e-5 downstream, a mismatch we do not copy.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from torch.utils.checkpoint import checkpoint
+
+from ..registry import MODELS
+from .layers import Block, PatchEmbed
+
+SWIN_ARCHS = {
+    # name: (embed_dim, depths, num_heads)
+    'tiny': (96, (2, 2, 6, 2), (3, 6, 12, 24)),
+    'small': (96, (2, 2, 18, 2), (3, 6, 12, 24)),
+    'base': (128, (2, 2, 18, 2), (4, 8, 16, 32)),
+    'large': (192, (2, 2, 18, 2), (6, 12, 24, 48)),
+}
+
+MERGE_ORDER = ((0, 0), (1, 0), (0, 1), (1, 1))  # (row, col) offsets of the 4 merged neighbours
+
+
+# ---- plans: index tensors for one token subset ---------------------------------------------------
+@dataclass
+class WindowPlan:
+    """How one (shifted) window-attention layer packs a stage's N present tokens.
+
+    gather: [bins * size] token in each slot (padding slots repeat token 0).
+    scatter: [N] slot of each token.
+    rel_index: [bins, size, size] relative-position table row of each slot pair (0 across groups).
+    attend: bool [bins, 1, size, size], True within a group; None when every bin is one full window.
+    """
+    gather: torch.Tensor
+    scatter: torch.Tensor
+    rel_index: torch.Tensor
+    attend: torch.Tensor
+    bins: int
+    size: int
+
+
+@dataclass
+class StagePlan:
+    """Present tokens of one stage (raster order) and how to reach and run them.
+
+    grid: (h, w) of the stage. rows, cols: [N] coordinates of the present tokens.
+    merge_index: [N, 4] rows of the previous stage's tokens merged into each token (index N_prev
+    = zero padding at an odd border), None for stage 0. windows: plans of the unshifted and,
+    if the stage shifts, the shifted layers (block j uses ``windows[j % len(windows)]``).
+    """
+    grid: tuple
+    rows: torch.Tensor
+    cols: torch.Tensor
+    merge_index: torch.Tensor
+    windows: list
+
+
+def first_fit_decreasing(sizes, capacity):
+    """Bin packing: (bin, offset in bin) of every item, and the number of bins."""
+    place, free = [None] * len(sizes), []  # free: remaining capacity of each bin
+    partial = []  # bins with room left, in creation order
+    for item in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+        size = sizes[item]
+        target = next((b for b in partial if free[b] >= size), None)
+        if target is None:
+            target = len(free)
+            free.append(capacity)
+            partial.append(target)
+        place[item] = (target, capacity - free[target])
+        free[target] -= size
+        if free[target] == 0:
+            partial.remove(target)
+    return place, len(free)
+
+
+def window_groups(coords, length, window, shift):
+    """Window group of each coordinate along one axis of ``length`` tokens.
+
+    Shifted: ``(coord + window - shift) // window``, so the border windows that a cyclic shift
+    would join stay apart. An axis no longer than the window is one group and never shifts.
+    """
+    if length <= window:
+        return torch.zeros_like(coords)
+    return (coords + window - shift) // window
+
+
+def window_plan(rows, cols, grid, window, shift):
+    """:class:`WindowPlan` for present tokens at (rows, cols) [N] of a ``grid`` stage."""
+    num, size = rows.numel(), window * window
+    group_rows = window_groups(rows, grid[0], window, shift)
+    group_cols = window_groups(cols, grid[1], window, shift)
+    group = group_rows * (grid[1] // window + 2) + group_cols
+    _, group, counts = torch.unique(group, return_inverse=True, return_counts=True)
+    place, bins = first_fit_decreasing(counts.tolist(), size)
+    first_slot = torch.tensor([b * size + offset for b, offset in place], device=rows.device)
+    order = torch.argsort(group, stable=True)  # tokens grouped, raster order within a group
+    starts = counts.cumsum(0) - counts
+    rank = torch.arange(num, device=rows.device) - starts[group[order]]
+    scatter = torch.empty_like(rows)
+    scatter[order] = first_slot[group[order]] + rank
+    gather = torch.zeros(bins * size, dtype=torch.long, device=rows.device)
+    gather[scatter] = torch.arange(num, device=rows.device)
+    label, slot_rows, slot_cols = (torch.full_like(gather, -1), torch.zeros_like(gather),
+                                   torch.zeros_like(gather))
+    label[scatter], slot_rows[scatter], slot_cols[scatter] = group, rows, cols
+    label, slot_rows, slot_cols = (t.view(bins, size) for t in (label, slot_rows, slot_cols))
+    same = label[:, :, None] == label[:, None, :]
+    rel_rows = slot_rows[:, :, None] - slot_rows[:, None, :] + window - 1
+    rel_cols = slot_cols[:, :, None] - slot_cols[:, None, :] + window - 1
+    rel_index = (rel_rows * (2 * window - 1) + rel_cols).where(same, 0)
+    one_window_per_bin = num == bins * size and counts.numel() == bins
+    return WindowPlan(gather, scatter, rel_index, None if one_window_per_bin else same[:, None], bins, size)
+
+
+def merge_plan(rows, cols, grid, stage):
+    """Patch merging of present tokens (rows, cols) [N] on ``grid``: (coarse rows, coarse cols,
+    merge_index [N2, 4]). A 2x2 cell is present if any child is; its other children must lie
+    outside an odd border (zero padding, as timm) or the mask does not survive the merge."""
+    (h, w), num = grid, rows.numel()
+    lookup = torch.full((h * w,), -1, dtype=torch.long, device=rows.device)
+    lookup[rows * w + cols] = torch.arange(num, device=rows.device)
+    coarse_w = (w + 1) // 2
+    cells = torch.unique((rows // 2) * coarse_w + cols // 2)
+    coarse_rows, coarse_cols = cells // coarse_w, cells % coarse_w
+    children = []
+    for dr, dc in MERGE_ORDER:
+        r, c = 2 * coarse_rows + dr, 2 * coarse_cols + dc
+        inside = (r < h) & (c < w)
+        child = lookup[(r.clamp(max=h - 1) * w + c.clamp(max=w - 1))].where(inside, num)
+        if (child < 0).any():
+            raise ValueError(f'the mask splits a 2x2 patch-merging group before stage {stage} '
+                             f'(grid {h}x{w}): masked units must cover whole merged tokens at every '
+                             f'stage, i.e. be multiples of patch_size * 2**(num_stages - 1) pixels')
+        children.append(child)
+    return coarse_rows, coarse_cols, torch.stack(children, 1)
+
+
+# ---- modules -------------------------------------------------------------------------------------
+class PatchMerging(nn.Module):
+    """2x2 neighbours -> one token: concat (standard order, see MERGE_ORDER) [.., 4C] -> norm -> reduction."""
+
+    def __init__(self, dim, out_dim, norm_eps=1e-6):
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim, eps=norm_eps)
+        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
+
+    def forward(self, x, merge_index):
+        """x: [B, N, C]; merge_index: [N2, 4] into x (N = zero padding). Returns [B, N2, out_dim]."""
+        B, N, C = x.shape
+        if (merge_index == N).any():
+            x = torch.cat([x, x.new_zeros(B, 1, C)], dim=1)
+        x = x.index_select(1, merge_index.flatten()).view(B, -1, 4 * C)
+        return self.reduction(self.norm(x))
+
+
+class SwinStage(nn.Module):
+    """Optional patch merging (stages 1-3, as timm) then ``depth`` blocks, odd ones shifted."""
+
+    def __init__(self, dim, out_dim, depth, num_heads, window, downsample, mlp_ratio, qkv_bias,
+                 drop_path, norm_eps):
+        super().__init__()
+        self.window = window
+        self.downsample = PatchMerging(dim, out_dim, norm_eps) if downsample else None
+        self.blocks = nn.ModuleList(
+            Block(out_dim, num_heads, mlp_ratio, qkv_bias, drop_path=drop_path[j], norm_eps=norm_eps,
+                  rel_pos_grid=(window, window))
+            for j in range(depth))
+
+
+def resize_rel_pos_table(table, window):
+    """Bicubic resize of a relative position table [(2w'-1)^2, heads] to a ``window`` one."""
+    side = math.isqrt(table.shape[0])
+    if side * side != table.shape[0]:
+        raise ValueError(f'relative position table with {table.shape[0]} rows is not square')
+    new_side = 2 * window - 1
+    grid = table.float().t().reshape(1, -1, side, side)
+    grid = F.interpolate(grid, size=(new_side, new_side), mode='bicubic', align_corners=False)
+    return grid.reshape(-1, new_side * new_side).t().to(table.dtype)
+
+
+@MODELS.register_module()
+class SwinTransformer(BaseModule):
+    """Swin Transformer for LocalMIM pretraining (with a mask) and downstream tasks (without).
+
+    Args:
+        arch: one of ``SWIN_ARCHS`` or None to give ``embed_dim``/``depths``/``num_heads``.
+        img_size: reference input size: fixes each stage's window (a stage no larger than the
+            window gets a window of its size and no shift, as Swin/timm) and the decoder grids.
+        window_size: attention window (7; the release's Swin-L uses 14).
+        norm_eps: LayerNorm eps of every norm (1e-6; see the module doc).
+        out_indices: stages whose outputs :meth:`forward` returns, each normalised by
+            ``norm{i}`` (the last stage by ``norm``, timm's final norm).
+        with_cp: activation checkpointing of every block.
+
+    Layer ids for layer-wise lr decay (:meth:`get_layer_depth`, the release/SimMIM convention):
+    patch embedding 0, block j of stage i ``sum(depths[:i]) + j + 1``, the patch merging in front
+    of stage i the id of stage i-1's last block, everything else ``sum(depths) + 1`` (26 for Swin-B).
+    """
+
+    def __init__(self, arch='base', img_size=224, patch_size=4, in_chans=3, embed_dim=128,
+                 depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=7, mlp_ratio=4.,
+                 qkv_bias=True, drop_path_rate=0., norm_eps=1e-6, out_indices=(3,), with_cp=False,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        if arch is not None:
+            if arch not in SWIN_ARCHS:
+                raise KeyError(f'unknown Swin arch {arch!r}; choose one of {sorted(SWIN_ARCHS)}')
+            embed_dim, depths, num_heads = SWIN_ARCHS[arch]
+        self.depths, self.num_stages = list(depths), len(depths)
+        self.img_size, self.patch_size, self.num_prefix_tokens = img_size, patch_size, 0
+        self.dims = [embed_dim * 2 ** i for i in range(self.num_stages)]
+        self.out_indices = [i % self.num_stages for i in out_indices]
+        self.with_cp = with_cp
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, norm=True, norm_eps=norm_eps)
+        drop_path = [drop_path_rate * k / max(sum(depths) - 1, 1) for k in range(sum(depths))]  # linear
+        self.layers = nn.ModuleList()
+        for i in range(self.num_stages):
+            grid = img_size // patch_size // 2 ** i
+            first = sum(depths[:i])
+            self.layers.append(SwinStage(
+                self.dims[max(i - 1, 0)], self.dims[i], depths[i], num_heads[i], min(window_size, grid),
+                i > 0, mlp_ratio, qkv_bias, drop_path[first:first + depths[i]], norm_eps))
+        for i in self.out_indices:
+            if i != self.num_stages - 1:
+                self.add_module(f'norm{i}', nn.LayerNorm(self.dims[i], eps=norm_eps))
+        self.norm = nn.LayerNorm(self.dims[-1], eps=norm_eps)
+        self.apply(self._init_module)
+        self.register_load_state_dict_pre_hook(self._resize_rel_pos_tables)
+
+    @staticmethod
+    def _init_module(module):
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def _resize_rel_pos_tables(self, module, state_dict, prefix, *args):
+        """Load-time hook: tables of another window size are resized bicubically."""
+        for name, param in self.named_parameters():
+            key = prefix + name
+            if name.endswith('relative_position_bias_table') and key in state_dict \
+                    and state_dict[key].shape != param.shape:
+                state_dict[key] = resize_rel_pos_table(state_dict[key], (math.isqrt(param.shape[0]) + 1) // 2)
+
+    # ---- hooks for callers (timm style) -------------------------------------------------------
+    def no_weight_decay(self):
+        return {n for n, _ in self.named_parameters() if n.endswith('relative_position_bias_table')}
+
+    def feature_info(self, indices):
+        """(channels, stride) of the taps of :meth:`forward_intermediates`."""
+        stages = [min(i % self.num_stages + 1, self.num_stages - 1) for i in indices]
+        return [(self.dims[s], self.patch_size * 2 ** s) for s in stages]
+
+    def get_layer_depth(self, param_name, prefix=''):
+        """(layer id, number of layers) for layer-wise lr decay; see the class doc."""
+        num_layers = sum(self.depths) + 2
+        name = param_name[len(prefix):] if param_name.startswith(prefix) else param_name
+        if name.startswith('patch_embed'):
+            return 0, num_layers
+        if name.startswith('layers.'):
+            parts = name.split('.')
+            stage = int(parts[1])
+            if parts[2] == 'downsample':
+                return sum(self.depths[:stage]), num_layers
+            return sum(self.depths[:stage]) + int(parts[3]) + 1, num_layers
+        return num_layers - 1, num_layers
+
+    # ---- plans --------------------------------------------------------------------------------
+    def present_tokens(self, grid, mask, device):
+        """Coordinates (rows, cols) [N] of the stage-0 tokens to run: all, or the unmasked ones.
+
+        mask: bool [B, h, w] (or [h, w]), True = masked, the same for every image, on a unit
+        grid that tiles the token grid.
+        """
+        if mask is None:
+            rows, cols = torch.meshgrid(torch.arange(grid[0], device=device),
+                                        torch.arange(grid[1], device=device), indexing='ij')
+            return rows.flatten(), cols.flatten()
+        mask = torch.as_tensor(mask, device=device).bool()
+        mask = mask[None] if mask.dim() == 2 else mask
+        if not (mask == mask[:1]).all():
+            raise ValueError('SwinTransformer drops masked tokens with ONE mask per batch: every image '
+                             'must have the same mask (LocalMIM: mask_per_sample=False)')
+        (mh, mw), (gh, gw) = mask.shape[-2:], grid
+        if gh % mh or gw % mw:
+            raise ValueError(f'a {mh}x{mw} mask does not tile the {gh}x{gw} token grid of a '
+                             f'{gh * self.patch_size}x{gw * self.patch_size} input')
+        keep = (~mask[0]).repeat_interleave(gh // mh, 0).repeat_interleave(gw // mw, 1)
+        if not keep.any():
+            raise ValueError('the mask hides every token')
+        rows, cols = keep.nonzero(as_tuple=True)
+        return rows, cols
+
+    def plans(self, grid, mask=None, num_stages=None, device=None):
+        """One :class:`StagePlan` per stage (the first ``num_stages``) for an input ``grid``."""
+        rows, cols = self.present_tokens(grid, mask, device)
+        merge_index, plans = None, []
+        for i in range(num_stages or self.num_stages):
+            if i > 0:
+                rows, cols, merge_index = merge_plan(rows, cols, grid, i)
+                grid = ((grid[0] + 1) // 2, (grid[1] + 1) // 2)
+            window = self.layers[i].window
+            shifted = len(self.layers[i].blocks) > 1 and (grid[0] > window or grid[1] > window)
+            shifts = [0, window // 2] if shifted else [0]
+            windows = [window_plan(rows, cols, grid, window, s) for s in shifts]
+            plans.append(StagePlan(grid, rows, cols, merge_index, windows))
+        return plans
+
+    # ---- forward ------------------------------------------------------------------------------
+    def run_blocks(self, stage, x, plan):
+        """Blocks of one stage on present tokens [B, N, C] (raster order) -> [B, N, C]."""
+        B, _, C = x.shape
+        where = None  # slot of each token in the current packed layout (None: raster)
+        for j, block in enumerate(stage.blocks):
+            pack = plan.windows[j % len(plan.windows)]
+            index = pack.gather if where is None else where[pack.gather]
+            x = x.index_select(1, index).view(B, pack.bins, pack.size, C)
+            if self.with_cp and x.requires_grad:
+                x = checkpoint(block, x, pack.attend, pack.rel_index, use_reentrant=False)
+            else:
+                x = block(x, pack.attend, pack.rel_index)
+            x, where = x.flatten(1, 2), pack.scatter
+        return x.index_select(1, where)
+
+    def run_stages(self, x, plans, points, detach_between=False):
+        """Run the stages of ``plans`` on stage-0 tokens x [B, N, C] (present ones, raster order)
+        and return the features at ``points``: (stage, 'in') = after the stage's patch merging,
+        (stage, 'out') = after its blocks; each [B, N_stage, C_stage], raster order."""
+        found = {}
+        for i, plan in enumerate(plans):
+            stage = self.layers[i]
+            for where in ('in', 'out'):
+                if where == 'in' and stage.downsample is not None:
+                    x = stage.downsample(x, plan.merge_index)
+                elif where == 'out':
+                    x = self.run_blocks(stage, x, plan)
+                if (i, where) in points:
+                    found[(i, where)] = x
+                    if len(found) == len(set(points)):
+                        return [found[p] for p in points]
+                    if detach_between:
+                        x = x.detach()
+        raise ValueError(f'points {points} are not all within {len(plans)} stages')
+
+    def tap_points(self, indices):
+        """Tap i: stage i's output after the next stage's patch merging ((i+1, 'in')); the last
+        stage: its output. For Swin-B at 224: 256-d @ 28x28, 512 @ 14x14, 1024 @ 7x7, 1024 @ 7x7."""
+        last = self.num_stages - 1
+        return [(i + 1, 'in') if i < last else (last, 'out') for i in (j % self.num_stages for j in indices)]
+
+    def forward_tokens(self, tokens, grid, indices, mask=None, detach_between=False):
+        """:meth:`forward_intermediates` from patch-embedded tokens [B, h*w, C] of a ``grid``."""
+        points = self.tap_points(indices)
+        plans = self.plans(grid, mask, max(s for s, _ in points) + 1, tokens.device)
+        if mask is not None:
+            tokens = tokens.index_select(1, plans[0].rows * grid[1] + plans[0].cols)
+        return self.run_stages(tokens, plans, points, detach_between)
+
+    def forward_intermediates(self, x, indices, mask=None, detach_between=False):
+        """Raw features at the taps ``indices`` (see :meth:`tap_points`), present tokens only.
+
+        x: images [B, C, H, W]. mask: optional bool [B, h, w] on a unit grid (e.g. 7x7 units of
+        32 px at 224), True = masked, the same for every image; masked tokens are dropped.
+        Returns one [B, N_vis_i, C_i] per tap, raster order of the tap's grid, no cls token.
+        detach_between: cut the gradient after each tap (gradient-isolated segments).
+        """
+        grid = self.patch_embed.grid_size(*x.shape[-2:])
+        return self.forward_tokens(self.patch_embed(x), grid, indices, mask, detach_between)
+
+    def forward(self, x):
+        """Images [B, C, H, W] -> tuple of normalised maps [B, C_i, H_i, W_i], one per ``out_indices``."""
+        grid = self.patch_embed.grid_size(*x.shape[-2:])
+        plans = self.plans(grid, None, max(self.out_indices) + 1, x.device)
+        outs = self.run_stages(self.patch_embed(x), plans, [(i, 'out') for i in self.out_indices])
+        maps = []
+        for i, out in zip(self.out_indices, outs):
+            norm = self.norm if i == self.num_stages - 1 else getattr(self, f'norm{i}')
+            h, w = plans[i].grid
+            maps.append(norm(out).transpose(1, 2).reshape(out.shape[0], -1, h, w))
+        return tuple(maps)
