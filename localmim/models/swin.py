@@ -47,6 +47,10 @@ MERGE_ORDER = ((0, 0), (1, 0), (0, 1), (1, 1))  # (row, col) offsets of the 4 me
 
 
 # ---- plans: index tensors for one token subset ---------------------------------------------------
+def _move(tensor, device):
+    return None if tensor is None else tensor.to(device, non_blocking=True)
+
+
 @dataclass
 class WindowPlan:
     """How one (shifted) window-attention layer packs a stage's N present tokens.
@@ -63,6 +67,10 @@ class WindowPlan:
     bins: int
     size: int
 
+    def to(self, device):
+        return WindowPlan(_move(self.gather, device), _move(self.scatter, device), _move(self.rel_index, device),
+                          _move(self.attend, device), self.bins, self.size)
+
 
 @dataclass
 class StagePlan:
@@ -78,6 +86,10 @@ class StagePlan:
     cols: torch.Tensor
     merge_index: torch.Tensor
     windows: list
+
+    def to(self, device):
+        return StagePlan(self.grid, _move(self.rows, device), _move(self.cols, device),
+                         _move(self.merge_index, device), [w.to(device) for w in self.windows])
 
 
 def first_fit_decreasing(sizes, capacity):
@@ -110,29 +122,41 @@ def window_groups(coords, length, window, shift):
 
 
 def window_plan(rows, cols, grid, window, shift):
-    """:class:`WindowPlan` for present tokens at (rows, cols) [N] of a ``grid`` stage."""
-    num, size = rows.numel(), window * window
+    """:class:`WindowPlan` for present tokens at (rows, cols) [N] of a ``grid`` stage.
+
+    The bin size (between the largest group and window^2) is the one with the fewest slots in
+    all, i.e. the least padding for the per-token layers; e.g. one bin of 12 when 12 tokens remain
+    in a 7x7 last stage.
+    """
+    num = rows.numel()
     group_rows = window_groups(rows, grid[0], window, shift)
     group_cols = window_groups(cols, grid[1], window, shift)
     group = group_rows * (grid[1] // window + 2) + group_cols
     _, group, counts = torch.unique(group, return_inverse=True, return_counts=True)
-    place, bins = first_fit_decreasing(counts.tolist(), size)
-    first_slot = torch.tensor([b * size + offset for b, offset in place], device=rows.device)
+    sizes = counts.tolist()
+    packings = []
+    for size in range(max(sizes), window * window + 1):
+        place, bins = first_fit_decreasing(sizes, size)
+        packings.append((bins * size, size, place, bins))
+        if bins * size == num:
+            break
+    _, size, place, bins = min(packings, key=lambda p: p[:2])
+    first_slot = torch.tensor([b * size + offset for b, offset in place])
     order = torch.argsort(group, stable=True)  # tokens grouped, raster order within a group
     starts = counts.cumsum(0) - counts
-    rank = torch.arange(num, device=rows.device) - starts[group[order]]
+    rank = torch.arange(num) - starts[group[order]]
     scatter = torch.empty_like(rows)
     scatter[order] = first_slot[group[order]] + rank
-    gather = torch.zeros(bins * size, dtype=torch.long, device=rows.device)
-    gather[scatter] = torch.arange(num, device=rows.device)
-    label, slot_rows, slot_cols = (torch.full_like(gather, -1), torch.zeros_like(gather),
-                                   torch.zeros_like(gather))
-    label[scatter], slot_rows[scatter], slot_cols[scatter] = group, rows, cols
-    label, slot_rows, slot_cols = (t.view(bins, size) for t in (label, slot_rows, slot_cols))
+    gather = torch.zeros(bins * size, dtype=torch.long)
+    gather[scatter] = torch.arange(num)
+    label, position = torch.full_like(gather, -1), torch.zeros_like(gather)
+    label[scatter] = group
+    # (row, col) -> row * (2w - 1) + col, so that the difference of two positions plus
+    # (w - 1)(2w - 1) + (w - 1) is Swin's table row for their offset (|offsets| < w in a group)
+    position[scatter] = rows * (2 * window - 1) + cols
+    label, position = label.view(bins, size), position.view(bins, size)
     same = label[:, :, None] == label[:, None, :]
-    rel_rows = slot_rows[:, :, None] - slot_rows[:, None, :] + window - 1
-    rel_cols = slot_cols[:, :, None] - slot_cols[:, None, :] + window - 1
-    rel_index = (rel_rows * (2 * window - 1) + rel_cols).where(same, 0)
+    rel_index = (position[:, :, None] - position[:, None, :] + (window - 1) * 2 * window).where(same, 0)
     one_window_per_bin = num == bins * size and counts.numel() == bins
     return WindowPlan(gather, scatter, rel_index, None if one_window_per_bin else same[:, None], bins, size)
 
@@ -142,8 +166,8 @@ def merge_plan(rows, cols, grid, stage):
     merge_index [N2, 4]). A 2x2 cell is present if any child is; its other children must lie
     outside an odd border (zero padding, as timm) or the mask does not survive the merge."""
     (h, w), num = grid, rows.numel()
-    lookup = torch.full((h * w,), -1, dtype=torch.long, device=rows.device)
-    lookup[rows * w + cols] = torch.arange(num, device=rows.device)
+    lookup = torch.full((h * w,), -1, dtype=torch.long)
+    lookup[rows * w + cols] = torch.arange(num)
     coarse_w = (w + 1) // 2
     cells = torch.unique((rows // 2) * coarse_w + cols // 2)
     coarse_rows, coarse_cols = cells // coarse_w, cells % coarse_w
@@ -249,6 +273,7 @@ class SwinTransformer(BaseModule):
             if i != self.num_stages - 1:
                 self.add_module(f'norm{i}', nn.LayerNorm(self.dims[i], eps=norm_eps))
         self.norm = nn.LayerNorm(self.dims[-1], eps=norm_eps)
+        self._unmasked_plans = {}
         self.apply(self._init_module)
         self.register_load_state_dict_pre_hook(self._resize_rel_pos_tables)
 
@@ -294,17 +319,16 @@ class SwinTransformer(BaseModule):
         return num_layers - 1, num_layers
 
     # ---- plans --------------------------------------------------------------------------------
-    def present_tokens(self, grid, mask, device):
+    def present_tokens(self, grid, mask):
         """Coordinates (rows, cols) [N] of the stage-0 tokens to run: all, or the unmasked ones.
 
         mask: bool [B, h, w] (or [h, w]), True = masked, the same for every image, on a unit
         grid that tiles the token grid.
         """
         if mask is None:
-            rows, cols = torch.meshgrid(torch.arange(grid[0], device=device),
-                                        torch.arange(grid[1], device=device), indexing='ij')
+            rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing='ij')
             return rows.flatten(), cols.flatten()
-        mask = torch.as_tensor(mask, device=device).bool()
+        mask = torch.as_tensor(mask).bool().cpu()
         mask = mask[None] if mask.dim() == 2 else mask
         if not (mask == mask[:1]).all():
             raise ValueError('SwinTransformer drops masked tokens with ONE mask per batch: every image '
@@ -320,8 +344,15 @@ class SwinTransformer(BaseModule):
         return rows, cols
 
     def plans(self, grid, mask=None, num_stages=None, device=None):
-        """One :class:`StagePlan` per stage (the first ``num_stages``) for an input ``grid``."""
-        rows, cols = self.present_tokens(grid, mask, device)
+        """One :class:`StagePlan` per stage (the first ``num_stages``) for an input ``grid``.
+
+        Built on the CPU (small integer work, one host sync for the mask), then moved to ``device``.
+        Plans without a mask are cached per (grid, stages, device): downstream sizes repeat.
+        """
+        key = (tuple(grid), num_stages, str(device))
+        if mask is None and key in self._unmasked_plans:
+            return self._unmasked_plans[key]
+        rows, cols = self.present_tokens(grid, mask)
         merge_index, plans = None, []
         for i in range(num_stages or self.num_stages):
             if i > 0:
@@ -332,6 +363,11 @@ class SwinTransformer(BaseModule):
             shifts = [0, window // 2] if shifted else [0]
             windows = [window_plan(rows, cols, grid, window, s) for s in shifts]
             plans.append(StagePlan(grid, rows, cols, merge_index, windows))
+        plans = [plan.to(device) for plan in plans] if device is not None else plans
+        if mask is None:
+            if len(self._unmasked_plans) >= 8:
+                self._unmasked_plans.pop(next(iter(self._unmasked_plans)))
+            self._unmasked_plans[key] = plans
         return plans
 
     # ---- forward ------------------------------------------------------------------------------
