@@ -107,7 +107,9 @@ class Attention(nn.Module):
     def relative_position_bias(self, index=None):
         """Bias [..., heads, N, M] looked up at ``index`` [..., N, M] (default: the whole grid)."""
         index = self.relative_position_index if index is None else index
-        return self.relative_position_bias_table[index].movedim(-1, -3)
+        # index_select: its backward is an index_add, several times faster on GPU than indexing's
+        bias = self.relative_position_bias_table.index_select(0, index.reshape(-1))
+        return bias.view(*index.shape, -1).movedim(-1, -3)
 
     def forward(self, x, attn_bias=None, rel_pos_index=None):
         """x: [B, N, dim] or [B, G, N, dim]. attn_bias: additive float or boolean (True = attend)

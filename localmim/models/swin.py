@@ -26,6 +26,7 @@ exactly; the release used 1e-6 in pretraining and 1e-5 downstream, a mismatch we
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -47,8 +48,10 @@ MERGE_ORDER = ((0, 0), (1, 0), (0, 1), (1, 1))  # (row, col) offsets of the 4 me
 
 
 # ---- plans: index tensors for one token subset ---------------------------------------------------
-def _move(tensor, device):
-    return None if tensor is None else tensor.to(device, non_blocking=True)
+# Built with numpy on the host (small integer work; torch's per-op overhead made it 10x slower),
+# then handed to the model's device once.
+def _tensor(array, device):
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device, non_blocking=True)
 
 
 @dataclass
@@ -67,29 +70,21 @@ class WindowPlan:
     bins: int
     size: int
 
-    def to(self, device):
-        return WindowPlan(_move(self.gather, device), _move(self.scatter, device), _move(self.rel_index, device),
-                          _move(self.attend, device), self.bins, self.size)
-
 
 @dataclass
 class StagePlan:
     """Present tokens of one stage (raster order) and how to reach and run them.
 
-    grid: (h, w) of the stage. rows, cols: [N] coordinates of the present tokens.
+    grid: (h, w) of the stage. index: [N] raster positions of the present tokens.
     merge_index: [N, 4] rows of the previous stage's tokens merged into each token (index N_prev
-    = zero padding at an odd border), None for stage 0. windows: plans of the unshifted and,
-    if the stage shifts, the shifted layers (block j uses ``windows[j % len(windows)]``).
+    = zero padding at an odd border, then ``zero_padded``), None for stage 0. windows: plans of
+    the unshifted and, if the stage shifts, the shifted layers (block j uses ``windows[j % len(windows)]``).
     """
     grid: tuple
-    rows: torch.Tensor
-    cols: torch.Tensor
+    index: torch.Tensor
     merge_index: torch.Tensor
+    zero_padded: bool
     windows: list
-
-    def to(self, device):
-        return StagePlan(self.grid, _move(self.rows, device), _move(self.cols, device),
-                         _move(self.merge_index, device), [w.to(device) for w in self.windows])
 
 
 def first_fit_decreasing(sizes, capacity):
@@ -110,6 +105,23 @@ def first_fit_decreasing(sizes, capacity):
     return place, len(free)
 
 
+def best_packing(sizes, window_area):
+    """First-fit-decreasing packing of group ``sizes`` into bins of one size, chosen between the
+    largest group and ``window_area`` for the fewest slots in all (least padding for the per-token
+    layers), then the smaller bins. Candidates: the largest group, the window area and the sizes
+    that would split the tokens evenly into the 4 smallest feasible bin counts.
+    Returns (place, bins, size)."""
+    total, largest = sum(sizes), max(sizes)
+    fewest = -(-total // window_area)
+    candidates = {largest, window_area} | {-(-total // k) for k in range(fewest, fewest + 4)}
+    best = None
+    for size in sorted(c for c in candidates if largest <= c <= window_area):
+        place, bins = first_fit_decreasing(sizes, size)
+        if best is None or bins * size < best[1] * best[2]:
+            best = (place, bins, size)
+    return best
+
+
 def window_groups(coords, length, window, shift):
     """Window group of each coordinate along one axis of ``length`` tokens.
 
@@ -117,71 +129,63 @@ def window_groups(coords, length, window, shift):
     would join stay apart. An axis no longer than the window is one group and never shifts.
     """
     if length <= window:
-        return torch.zeros_like(coords)
+        return np.zeros_like(coords)
     return (coords + window - shift) // window
 
 
-def window_plan(rows, cols, grid, window, shift):
-    """:class:`WindowPlan` for present tokens at (rows, cols) [N] of a ``grid`` stage.
+def window_plan(rows, cols, grid, window, shift, device=None):
+    """:class:`WindowPlan` for present tokens at (rows, cols) [N] (numpy) of a ``grid`` stage.
 
-    The bin size (between the largest group and window^2) is the one with the fewest slots in
-    all, i.e. the least padding for the per-token layers; e.g. one bin of 12 when 12 tokens remain
-    in a 7x7 last stage.
+    Tokens are grouped by (shifted) window; the groups are packed by :func:`best_packing`, e.g.
+    into one bin of 12 when 12 tokens remain in a 7x7 last stage.
     """
-    num = rows.numel()
-    group_rows = window_groups(rows, grid[0], window, shift)
-    group_cols = window_groups(cols, grid[1], window, shift)
-    group = group_rows * (grid[1] // window + 2) + group_cols
-    _, group, counts = torch.unique(group, return_inverse=True, return_counts=True)
-    sizes = counts.tolist()
-    packings = []
-    for size in range(max(sizes), window * window + 1):
-        place, bins = first_fit_decreasing(sizes, size)
-        packings.append((bins * size, size, place, bins))
-        if bins * size == num:
-            break
-    _, size, place, bins = min(packings, key=lambda p: p[:2])
-    first_slot = torch.tensor([b * size + offset for b, offset in place])
-    order = torch.argsort(group, stable=True)  # tokens grouped, raster order within a group
-    starts = counts.cumsum(0) - counts
-    rank = torch.arange(num) - starts[group[order]]
-    scatter = torch.empty_like(rows)
-    scatter[order] = first_slot[group[order]] + rank
-    gather = torch.zeros(bins * size, dtype=torch.long)
-    gather[scatter] = torch.arange(num)
-    label, position = torch.full_like(gather, -1), torch.zeros_like(gather)
+    num = rows.size
+    group = (window_groups(rows, grid[0], window, shift) * (grid[1] // window + 2)
+             + window_groups(cols, grid[1], window, shift))
+    _, group, counts = np.unique(group, return_inverse=True, return_counts=True)
+    place, bins, size = best_packing(counts.tolist(), window * window)
+    first_slot = np.array([b * size + offset for b, offset in place])
+    order = np.argsort(group, kind='stable')  # tokens grouped, raster order within a group
+    starts = np.cumsum(counts) - counts
+    scatter = np.empty(num, dtype=np.int64)
+    scatter[order] = first_slot[group[order]] + np.arange(num) - starts[group[order]]
+    gather = np.zeros(bins * size, dtype=np.int64)
+    gather[scatter] = np.arange(num)
+    label, position = np.full(bins * size, -1), np.zeros(bins * size, dtype=np.int64)
     label[scatter] = group
     # (row, col) -> row * (2w - 1) + col, so that the difference of two positions plus
     # (w - 1)(2w - 1) + (w - 1) is Swin's table row for their offset (|offsets| < w in a group)
     position[scatter] = rows * (2 * window - 1) + cols
-    label, position = label.view(bins, size), position.view(bins, size)
+    label, position = label.reshape(bins, size), position.reshape(bins, size)
     same = label[:, :, None] == label[:, None, :]
-    rel_index = (position[:, :, None] - position[:, None, :] + (window - 1) * 2 * window).where(same, 0)
-    one_window_per_bin = num == bins * size and counts.numel() == bins
-    return WindowPlan(gather, scatter, rel_index, None if one_window_per_bin else same[:, None], bins, size)
+    rel_index = np.where(same, position[:, :, None] - position[:, None, :] + (window - 1) * 2 * window, 0)
+    one_window_per_bin = num == bins * size and counts.size == bins
+    attend = None if one_window_per_bin else _tensor(same[:, None], device)
+    return WindowPlan(_tensor(gather, device), _tensor(scatter, device), _tensor(rel_index, device), attend,
+                      bins, size)
 
 
 def merge_plan(rows, cols, grid, stage):
-    """Patch merging of present tokens (rows, cols) [N] on ``grid``: (coarse rows, coarse cols,
-    merge_index [N2, 4]). A 2x2 cell is present if any child is; its other children must lie
-    outside an odd border (zero padding, as timm) or the mask does not survive the merge."""
-    (h, w), num = grid, rows.numel()
-    lookup = torch.full((h * w,), -1, dtype=torch.long)
-    lookup[rows * w + cols] = torch.arange(num)
+    """Patch merging of present tokens (rows, cols) [N] (numpy) on ``grid``: (coarse rows,
+    coarse cols, merge_index [N2, 4]). A 2x2 cell is present if any child is; its other children
+    must lie outside an odd border (zero padding, as timm) or the mask does not survive the merge."""
+    (h, w), num = grid, rows.size
+    lookup = np.full(h * w, -1)
+    lookup[rows * w + cols] = np.arange(num)
     coarse_w = (w + 1) // 2
-    cells = torch.unique((rows // 2) * coarse_w + cols // 2)
+    cells = np.unique((rows // 2) * coarse_w + cols // 2)
     coarse_rows, coarse_cols = cells // coarse_w, cells % coarse_w
     children = []
     for dr, dc in MERGE_ORDER:
         r, c = 2 * coarse_rows + dr, 2 * coarse_cols + dc
         inside = (r < h) & (c < w)
-        child = lookup[(r.clamp(max=h - 1) * w + c.clamp(max=w - 1))].where(inside, num)
+        child = np.where(inside, lookup[np.minimum(r, h - 1) * w + np.minimum(c, w - 1)], num)
         if (child < 0).any():
             raise ValueError(f'the mask splits a 2x2 patch-merging group before stage {stage} '
                              f'(grid {h}x{w}): masked units must cover whole merged tokens at every '
                              f'stage, i.e. be multiples of patch_size * 2**(num_stages - 1) pixels')
         children.append(child)
-    return coarse_rows, coarse_cols, torch.stack(children, 1)
+    return coarse_rows, coarse_cols, np.stack(children, 1)
 
 
 # ---- modules -------------------------------------------------------------------------------------
@@ -193,10 +197,11 @@ class PatchMerging(nn.Module):
         self.norm = nn.LayerNorm(4 * dim, eps=norm_eps)
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
 
-    def forward(self, x, merge_index):
-        """x: [B, N, C]; merge_index: [N2, 4] into x (N = zero padding). Returns [B, N2, out_dim]."""
+    def forward(self, x, merge_index, zero_padded=False):
+        """x: [B, N, C]; merge_index: [N2, 4] into x, where N (``zero_padded`` only) is a zero
+        token. Returns [B, N2, out_dim]."""
         B, N, C = x.shape
-        if (merge_index == N).any():
+        if zero_padded:
             x = torch.cat([x, x.new_zeros(B, 1, C)], dim=1)
         x = x.index_select(1, merge_index.flatten()).view(B, -1, 4 * C)
         return self.reduction(self.norm(x))
@@ -320,16 +325,15 @@ class SwinTransformer(BaseModule):
 
     # ---- plans --------------------------------------------------------------------------------
     def present_tokens(self, grid, mask):
-        """Coordinates (rows, cols) [N] of the stage-0 tokens to run: all, or the unmasked ones.
+        """Coordinates (rows, cols) [N] (numpy) of the stage-0 tokens to run: all, or the unmasked ones.
 
         mask: bool [B, h, w] (or [h, w]), True = masked, the same for every image, on a unit
         grid that tiles the token grid.
         """
         if mask is None:
-            rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing='ij')
-            return rows.flatten(), cols.flatten()
-        mask = torch.as_tensor(mask).bool().cpu()
-        mask = mask[None] if mask.dim() == 2 else mask
+            return np.divmod(np.arange(grid[0] * grid[1]), grid[1])
+        mask = torch.as_tensor(mask).bool().cpu().numpy()
+        mask = mask[None] if mask.ndim == 2 else mask
         if not (mask == mask[:1]).all():
             raise ValueError('SwinTransformer drops masked tokens with ONE mask per batch: every image '
                              'must have the same mask (LocalMIM: mask_per_sample=False)')
@@ -337,33 +341,32 @@ class SwinTransformer(BaseModule):
         if gh % mh or gw % mw:
             raise ValueError(f'a {mh}x{mw} mask does not tile the {gh}x{gw} token grid of a '
                              f'{gh * self.patch_size}x{gw * self.patch_size} input')
-        keep = (~mask[0]).repeat_interleave(gh // mh, 0).repeat_interleave(gw // mw, 1)
+        keep = (~mask[0]).repeat(gh // mh, 0).repeat(gw // mw, 1)
         if not keep.any():
             raise ValueError('the mask hides every token')
-        rows, cols = keep.nonzero(as_tuple=True)
-        return rows, cols
+        return np.nonzero(keep)
 
     def plans(self, grid, mask=None, num_stages=None, device=None):
         """One :class:`StagePlan` per stage (the first ``num_stages``) for an input ``grid``.
 
-        Built on the CPU (small integer work, one host sync for the mask), then moved to ``device``.
-        Plans without a mask are cached per (grid, stages, device): downstream sizes repeat.
+        Depends on the mask only (not on the images); plans without a mask are cached per
+        (grid, stages, device), since downstream input sizes repeat.
         """
         key = (tuple(grid), num_stages, str(device))
         if mask is None and key in self._unmasked_plans:
             return self._unmasked_plans[key]
         rows, cols = self.present_tokens(grid, mask)
-        merge_index, plans = None, []
+        merge_index, zero_padded, plans = None, False, []
         for i in range(num_stages or self.num_stages):
             if i > 0:
+                num = rows.size
                 rows, cols, merge_index = merge_plan(rows, cols, grid, i)
+                merge_index, zero_padded = _tensor(merge_index, device), bool((merge_index == num).any())
                 grid = ((grid[0] + 1) // 2, (grid[1] + 1) // 2)
             window = self.layers[i].window
             shifted = len(self.layers[i].blocks) > 1 and (grid[0] > window or grid[1] > window)
-            shifts = [0, window // 2] if shifted else [0]
-            windows = [window_plan(rows, cols, grid, window, s) for s in shifts]
-            plans.append(StagePlan(grid, rows, cols, merge_index, windows))
-        plans = [plan.to(device) for plan in plans] if device is not None else plans
+            windows = [window_plan(rows, cols, grid, window, s, device) for s in ([0, window // 2] if shifted else [0])]
+            plans.append(StagePlan(grid, _tensor(rows * grid[1] + cols, device), merge_index, zero_padded, windows))
         if mask is None:
             if len(self._unmasked_plans) >= 8:
                 self._unmasked_plans.pop(next(iter(self._unmasked_plans)))
@@ -395,7 +398,7 @@ class SwinTransformer(BaseModule):
             stage = self.layers[i]
             for where in ('in', 'out'):
                 if where == 'in' and stage.downsample is not None:
-                    x = stage.downsample(x, plan.merge_index)
+                    x = stage.downsample(x, plan.merge_index, plan.zero_padded)
                 elif where == 'out':
                     x = self.run_blocks(stage, x, plan)
                 if (i, where) in points:
@@ -417,7 +420,7 @@ class SwinTransformer(BaseModule):
         points = self.tap_points(indices)
         plans = self.plans(grid, mask, max(s for s, _ in points) + 1, tokens.device)
         if mask is not None:
-            tokens = tokens.index_select(1, plans[0].rows * grid[1] + plans[0].cols)
+            tokens = tokens.index_select(1, plans[0].index)
         return self.run_stages(tokens, plans, points, detach_between)
 
     def forward_intermediates(self, x, indices, mask=None, detach_between=False):
