@@ -22,13 +22,15 @@ step_start=0
 step() { step_start=$(date +%s); echo "[setup] $*"; }
 done_step() { echo "[setup]   done in $(( $(date +%s) - step_start )) s"; }
 total_start=$(date +%s)
+# Run pip, hiding the harmless "Location 'file:///opt/...' is ignored" notes of some machines.
+pip_quiet() { "$@" 2>&1 | grep -v "^WARNING: Location 'file:///" || true; return "${PIPESTATUS[0]}"; }
 
 command -v "$PYTHON" >/dev/null || { echo "[setup] error: $PYTHON not found (Python 3.11 is required)"; exit 1; }
 
 step "virtual environment at $VENV"
 if [ ! -x "$VENV/bin/python" ]; then "$PYTHON" -m venv "$VENV"; fi
 PY="$VENV/bin/python"
-PIP=("$PY" -m pip --disable-pip-version-check -q)
+PIP=(pip_quiet "$PY" -m pip --disable-pip-version-check -q)
 # setuptools >= 82 dropped pkg_resources (mmcv's setup.py and mmengine's config loader need it).
 "${PIP[@]}" install "setuptools>=77.0.3,<82" wheel ninja
 done_step
@@ -66,7 +68,7 @@ else
     sed -i 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
     # Setting CFLAGS replaces Python's defaults entirely: give the full optimised set.
     (cd "$SRC" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" CFLAGS="-DNDEBUG -O3 -g0 -fwrapv -Wall" \
-      "$PY" -m pip --disable-pip-version-check -q wheel --no-build-isolation --no-deps -w "$BUILD/dist" .)
+      pip_quiet "$PY" -m pip --disable-pip-version-check -q wheel --no-build-isolation --no-deps -w "$BUILD/dist" .)
     mkdir -p "$WHEEL_DIR"
     cp "$BUILD"/dist/mmcv-*.whl "$WHEEL_DIR.tmp.whl"
     mv "$WHEEL_DIR.tmp.whl" "$WHEEL_DIR/$(basename "$BUILD"/dist/mmcv-*.whl)"

@@ -8,21 +8,7 @@ Parameter names match the LocalMIM release (``embed``, ``mask_token``, ``blocks`
 import torch
 import torch.nn as nn
 
-from .layers import Block, LayerNorm2d, init_transformer_weights, sincos_pos_embed
-
-
-def rescale_head(dim, scale):
-    """Layers taking a [B, dim, h, w] grid to [B, c, h*scale, w*scale]; returns (layers, c)."""
-    if scale == 4:
-        return [nn.ConvTranspose2d(dim, dim // 2, 2, 2), LayerNorm2d(dim // 2), nn.GELU(),
-                nn.ConvTranspose2d(dim // 2, dim // 4, 2, 2)], dim // 4
-    if scale == 2:
-        return [nn.ConvTranspose2d(dim, dim // 2, 2, 2)], dim // 2
-    if scale == 1:
-        return [], dim
-    if scale == 0.5:
-        return [nn.AvgPool2d(2, 2)], dim
-    raise ValueError(f'decoder rescale factor must be one of 4, 2, 1, 0.5; got {scale}')
+from .layers import Block, init_transformer_weights, rescale_layers, sincos_pos_embed
 
 
 class LocalDecoder(nn.Module):
@@ -48,7 +34,7 @@ class LocalDecoder(nn.Module):
         self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_eps=norm_eps)
                                     for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=norm_eps)
-        layers, hidden = rescale_head(dim, scale)
+        layers, hidden = rescale_layers(dim, scale, pool='avg')
         self.pred = nn.Sequential(*layers, nn.Conv2d(hidden, out_dim, 1))
         self.apply(init_transformer_weights)
         nn.init.normal_(self.mask_token, std=.02)

@@ -211,3 +211,26 @@ def init_transformer_weights(module):
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+def rescale_layers(dim, scale, keep_channels=False, pool='max', norm=LayerNorm2d):
+    """Layers taking [B, dim, h, w] to [B, c, h*scale, w*scale]; returns (layers, c).
+
+    x4: deconv 2x2/2, norm, GELU, deconv; x2: deconv; x1: nothing; x0.5: 2x2 max/avg pool. Each
+    deconv halves the channels unless ``keep_channels``. Used by the LocalMIM decoders (halving,
+    avg pool) and the simple feature pyramid. ``norm(channels)`` builds the channels-first norm.
+    """
+    half = (lambda c: c) if keep_channels else (lambda c: c // 2)
+    if scale == 4:
+        mid = half(dim)
+        return [nn.ConvTranspose2d(dim, mid, 2, 2), norm(mid), nn.GELU(),
+                nn.ConvTranspose2d(mid, half(mid), 2, 2)], half(mid)
+    if scale == 2:
+        return [nn.ConvTranspose2d(dim, half(dim), 2, 2)], half(dim)
+    if scale == 1:
+        return [], dim
+    if scale == 0.5:
+        if pool not in ('max', 'avg'):
+            raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
+        return [nn.MaxPool2d(2, 2) if pool == 'max' else nn.AvgPool2d(2, 2)], dim
+    raise ValueError(f'rescale factor must be one of 4, 2, 1, 0.5; got {scale}')

@@ -138,9 +138,14 @@ class LocalMIM(BaseModel):
         return {name: masked_mse(p, t, resize_mask(mask, t.shape[-2:]))
                 for name, p, t in zip(self.loss_names, preds, targets)}
 
+    def compute_targets(self, images):
+        """Every scale's target, in float32 even under autocast."""
+        with torch.autocast(images.device.type, enabled=False):
+            return self.target(images.float())
+
     def loss(self, inputs, data_samples=None):
         mask = self.get_mask(inputs, data_samples)
-        targets = self.target(inputs)
+        targets = self.compute_targets(inputs)
         preds = self.forward_decoders(self.forward_encoder(inputs, mask), mask)
         return self.forward_loss(preds, targets, mask)
 
@@ -158,7 +163,7 @@ class LocalMIM(BaseModel):
     def predict(self, inputs, data_samples=None):
         """Reconstructions for visualisation: per sample, ``mask``, ``preds``, ``targets``, ``weights``."""
         mask = self.get_mask(inputs, data_samples)
-        targets = self.target(inputs)
+        targets = self.compute_targets(inputs)
         preds = self.forward_decoders(self.forward_encoder(inputs, mask), mask)
         weights = [resize_mask(mask, t.shape[-2:]) for t in targets]
         return [BaseDataElement(mask=mask[b], preds=[p[b] for p in preds], targets=[t[b] for t in targets],

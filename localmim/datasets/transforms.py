@@ -1,0 +1,217 @@
+"""Transforms on mmengine result dicts whose ``img`` is an (H, W, 3) uint8 numpy array in RGB order.
+
+Pretraining pipeline of the release: ``LoadImage`` -> ``RandomResizedCrop(224, scale=(0.2, 1.0))``
+-> ``dict(type='RandomFlip', prob=0.5)`` (mmcv's, horizontal) -> ``PackInputs``.
+Fine-tuning: ``LoadImage`` -> ``TimmTransform(input_size=224, is_training=True, auto_augment=..., re_prob=...)``
+-> ``PackInputs`` (timm's transform already normalises: the data preprocessor must not normalise again).
+"""
+import io
+import logging
+
+import mmcv
+import numpy as np
+import torch
+from mmcv.transforms import BaseTransform
+from mmengine.fileio import get as get_file_bytes
+from mmengine.logging import print_log
+from mmengine.structures import BaseDataElement
+from PIL import Image
+
+from localmim.registry import TRANSFORMS
+
+__all__ = ['LoadImage', 'RandomResizedCrop', 'Resize', 'TimmTransform', 'PackInputs',
+           'sample_resized_crop']
+
+
+def _size_hw(size):
+    """``int`` or ``(h, w)`` -> ``(h, w)``."""
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+def _set_image(results, img):
+    results['img'] = img
+    results['img_shape'] = tuple(img.shape[:2]) if isinstance(img, np.ndarray) else tuple(img.shape[-2:])
+
+
+@TRANSFORMS.register_module()
+class LoadImage(BaseTransform):
+    """Read ``results['img_path']`` into ``img`` ((H, W, 3) uint8, RGB) with Pillow.
+
+    Pillow refuses truncated files (unlike OpenCV, which silently pads them), so corrupt and
+    truncated images are both caught.
+
+    Args:
+        on_error: ``'raise'``: an ``OSError`` naming the file; ``'skip'``: a warning, the count
+            ``num_skipped`` grows and the transform returns None, so that a training-mode
+            mmengine ``BaseDataset`` returns another sample instead.
+        backend_args: mmengine file backend arguments.
+    """
+
+    def __init__(self, on_error='raise', backend_args=None):
+        if on_error not in ('raise', 'skip'):
+            raise ValueError(f"LoadImage on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.on_error = on_error
+        self.backend_args = backend_args
+        self.num_skipped = 0
+
+    def transform(self, results):
+        path = results['img_path']
+        try:
+            with Image.open(io.BytesIO(get_file_bytes(path, backend_args=self.backend_args))) as pil:
+                img = np.asarray(pil.convert('RGB'))
+        except Exception as err:  # unreadable, not an image, truncated, ...
+            if self.on_error == 'raise':
+                raise OSError(f'cannot read image file {path}: {err}') from err
+            self.num_skipped += 1
+            print_log(f'skipped unreadable image file {path} ({err}); {self.num_skipped} skipped so far '
+                      'by this loader', logger='current', level=logging.WARNING)
+            return None
+        _set_image(results, img)
+        results['ori_shape'] = results['img_shape']
+        return results
+
+    def __repr__(self):
+        return f'{type(self).__name__}(on_error={self.on_error!r})'
+
+
+def sample_resized_crop(height, width, scale, ratio, rng=np.random, attempts=10):
+    """Sample a crop box like torchvision's ``RandomResizedCrop.get_params``.
+
+    Up to ``attempts`` times: area fraction ~ U(scale), log aspect (w/h) ~ U(log ratio); accept if
+    the box fits. Otherwise fall back to the largest centred box whose aspect is clamped to ``ratio``.
+
+    Returns:
+        (top, left, crop_height, crop_width) ints.
+    """
+    area = height * width
+    log_ratio = np.log(ratio)
+    for _ in range(attempts):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect = np.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+        w = int(round(np.sqrt(target_area * aspect)))
+        h = int(round(np.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(rng.randint(0, height - h + 1))
+            left = int(rng.randint(0, width - w + 1))
+            return top, left, h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        w, h = int(round(height * max(ratio))), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+@TRANSFORMS.register_module()
+class RandomResizedCrop(BaseTransform):
+    """Random area/aspect crop resized to ``size`` (int or (h, w)), as torchvision samples it.
+
+    The resize uses ``mmcv.imresize`` (``backend='cv2'`` by default, or ``'pillow'``).
+    Sets ``img``, ``img_shape`` and ``crop_bbox`` (x1, y1, x2, y2) in the input image.
+    """
+
+    def __init__(self, size, scale=(0.08, 1.0), ratio=(3. / 4., 4. / 3.), interpolation='bicubic',
+                 backend='cv2'):
+        if not (0 < scale[0] <= scale[1] <= 1) or not (0 < ratio[0] <= ratio[1]):
+            raise ValueError(f'RandomResizedCrop needs 0 < scale[0] <= scale[1] <= 1 and 0 < ratio[0] <= ratio[1], '
+                             f'got scale={scale}, ratio={ratio}')
+        self.size = _size_hw(size)
+        self.scale, self.ratio = tuple(scale), tuple(ratio)
+        self.interpolation, self.backend = interpolation, backend
+
+    def transform(self, results):
+        img = results['img']
+        top, left, h, w = sample_resized_crop(img.shape[0], img.shape[1], self.scale, self.ratio)
+        crop = img[top:top + h, left:left + w]
+        out_h, out_w = self.size
+        _set_image(results, mmcv.imresize(crop, (out_w, out_h), interpolation=self.interpolation,
+                                          backend=self.backend))
+        results['crop_bbox'] = (left, top, left + w, top + h)
+        return results
+
+    def __repr__(self):
+        return (f'{type(self).__name__}(size={self.size}, scale={self.scale}, ratio={self.ratio}, '
+                f'interpolation={self.interpolation!r}, backend={self.backend!r})')
+
+
+@TRANSFORMS.register_module()
+class Resize(BaseTransform):
+    """Resize ``img`` to a fixed ``size`` (int or (h, w)), ignoring the aspect ratio (e.g. 28 -> 224)."""
+
+    def __init__(self, size, interpolation='bicubic', backend='cv2'):
+        self.size = _size_hw(size)
+        self.interpolation, self.backend = interpolation, backend
+
+    def transform(self, results):
+        img = results['img']
+        out_h, out_w = self.size
+        results['scale_factor'] = (out_w / img.shape[1], out_h / img.shape[0])
+        _set_image(results, mmcv.imresize(img, (out_w, out_h), interpolation=self.interpolation,
+                                          backend=self.backend))
+        return results
+
+    def __repr__(self):
+        return f'{type(self).__name__}(size={self.size}, interpolation={self.interpolation!r})'
+
+
+@TRANSFORMS.register_module()
+class TimmTransform(BaseTransform):
+    """Apply ``timm.data.create_transform(**kwargs)`` to a PIL image made from ``img`` (RGB uint8).
+
+    With timm's defaults (``normalize=True``) the output ``img`` is a (3, H, W) float tensor already
+    normalised with ``mean``/``std``: RandAugment, random erasing etc. are timm's own.
+    """
+
+    def __init__(self, **kwargs):
+        from timm.data import create_transform
+        self.kwargs = kwargs
+        self.timm_transform = create_transform(**kwargs)
+
+    def transform(self, results):
+        img = results['img']
+        if not (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3):
+            raise TypeError(f'TimmTransform needs an (H, W, 3) uint8 RGB numpy image, got '
+                            f'{type(img).__name__} {getattr(img, "dtype", "")} {getattr(img, "shape", "")}')
+        _set_image(results, self.timm_transform(Image.fromarray(img)))
+        return results
+
+    def __repr__(self):
+        return f'{type(self).__name__}({self.kwargs})'
+
+
+@TRANSFORMS.register_module()
+class PackInputs(BaseTransform):
+    """Pack ``inputs`` and ``data_samples`` for classification and pretraining.
+
+    ``inputs``: (C, H, W) tensor (uint8 from a numpy image, or the tensor ``img`` as it is).
+    ``data_samples``: ``BaseDataElement`` with ``gt_label`` (shape (1,) int64) if present, ``mask``
+    (tensor) if present, and the present ``meta_keys`` as metainfo.
+    """
+
+    def __init__(self, meta_keys=('sample_idx', 'img_path', 'ori_shape', 'img_shape', 'flip', 'flip_direction')):
+        self.meta_keys = tuple(meta_keys)
+
+    def transform(self, results):
+        img = results['img']
+        if isinstance(img, np.ndarray):
+            if img.ndim == 2:
+                img = img[:, :, None]
+            inputs = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        elif isinstance(img, torch.Tensor) and img.ndim == 3:
+            inputs = img
+        else:
+            raise TypeError(f'PackInputs needs an (H, W, C) numpy or (C, H, W) tensor img, got {type(img).__name__}')
+        sample = BaseDataElement(metainfo={k: results[k] for k in self.meta_keys if k in results})
+        if 'gt_label' in results:
+            sample.gt_label = torch.as_tensor(results['gt_label'], dtype=torch.long).reshape(1)
+        if 'mask' in results:
+            sample.mask = torch.as_tensor(results['mask'])
+        return dict(inputs=inputs, data_samples=sample)
+
+    def __repr__(self):
+        return f'{type(self).__name__}(meta_keys={self.meta_keys})'

@@ -1,0 +1,18 @@
+# ImageNet-1k for pretraining: RandomResizedCrop(224, scale 0.2-1, bicubic) + horizontal flip only.
+# Set the root with --cfg-options train_dataloader.dataset.data_root=/path/to/imagenet
+data_root = 'data/imagenet/'
+train_pipeline = [
+    dict(type='LoadImage'),
+    dict(type='RandomResizedCrop', size=224, scale=(0.2, 1.0), interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(
+    batch_size=256,  # per GPU
+    num_workers=10,
+    persistent_workers=True,
+    pin_memory=True,
+    drop_last=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(type='ImageNet', data_root=data_root, split='train', pipeline=train_pipeline),
+)

@@ -1,0 +1,9 @@
+# LocalMIM ViT-H/14 with the ViT-L recipe. Patch 14 gives a 16x16 grid at 224 px; the release's
+# 4 px cells (x4 of a 14 px patch) do not tile it, so the fine taps predict 7 px cells (x2):
+# cells 7, 7, 14, 28 (our adaptation; the release published no ViT-H result).
+_base_ = './localmim_vit-l_800e_in1k.py'
+model = dict(
+    encoder=dict(arch='huge'),
+    taps=[1, 3, 29, 31],
+    target=dict(cell_sizes=(7, 7, 14, 28)),
+)

@@ -1,0 +1,148 @@
+"""Transforms: crop sampling vs torchvision, resizes vs cv2, image loading errors, timm wrapper, packing."""
+import os
+import random
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import RandomResizedCrop as TorchvisionRandomResizedCrop
+
+from localmim.datasets import ImageNet, LoadImage, PackInputs, RandomResizedCrop, Resize, TimmTransform
+from localmim.datasets.transforms import sample_resized_crop
+from localmim.registry import TRANSFORMS
+
+
+def test_crop_fallback_matches_torchvision():
+    # no attempt can fit -> deterministic centre fallback, identical to torchvision's
+    for height, width, scale, ratio in ((100, 20, (1.0, 1.0), (1.0, 1.0)), (20, 100, (1.0, 1.0), (0.5, 2.0)),
+                                        (30, 30, (1.0, 1.0), (1.2, 1.5))):
+        img = torch.zeros(1, height, width)
+        expected = TorchvisionRandomResizedCrop.get_params(img, scale=list(scale), ratio=list(ratio))
+        got = sample_resized_crop(height, width, scale, ratio, rng=np.random.RandomState(0))
+        assert got == tuple(expected), (height, width, got, expected)
+
+
+def test_crop_distribution_matches_torchvision():
+    height, width, scale, ratio, n = 180, 240, (0.2, 1.0), (3 / 4, 4 / 3), 4000
+    rng = np.random.RandomState(1)
+    ours = np.array([sample_resized_crop(height, width, scale, ratio, rng=rng) for _ in range(n)], float)
+    torch.manual_seed(1)
+    img = torch.zeros(1, height, width)
+    theirs = np.array([TorchvisionRandomResizedCrop.get_params(img, list(scale), list(ratio)) for _ in range(n)], float)
+    for boxes in (ours, theirs):
+        top, left, h, w = boxes.T
+        assert (top >= 0).all() and (left >= 0).all() and (top + h <= height).all() and (left + w <= width).all()
+    # area fraction, log-aspect and centre statistics agree within sampling noise
+    stats = lambda b: np.array([(b[:, 2] * b[:, 3]).mean() / (height * width), np.log(b[:, 3] / b[:, 2]).mean(),
+                                (b[:, 0] + b[:, 2] / 2).mean() / height, (b[:, 1] + b[:, 3] / 2).mean() / width])
+    np.testing.assert_allclose(stats(ours), stats(theirs), atol=0.02)
+
+
+def test_random_resized_crop_output_and_full_crop_equals_resize():
+    img = np.random.default_rng(0).integers(0, 256, size=(50, 50, 3), dtype=np.uint8)
+    out = RandomResizedCrop(size=(32, 40), scale=(0.2, 1.0))(dict(img=img))
+    assert out['img'].shape == (32, 40, 3) and out['img_shape'] == (32, 40)
+    x1, y1, x2, y2 = out['crop_bbox']
+    assert 0 <= x1 < x2 <= 50 and 0 <= y1 < y2 <= 50
+    out = TRANSFORMS.build(dict(type='localmim.RandomResizedCrop', size=224, scale=(1, 1), ratio=(1, 1)))(dict(img=img))
+    np.testing.assert_array_equal(out['img'], cv2.resize(img, (224, 224), interpolation=cv2.INTER_CUBIC))
+    assert out['crop_bbox'] == (0, 0, 50, 50)
+    with pytest.raises(ValueError, match='scale'):
+        RandomResizedCrop(224, scale=(0.5, 0.2))
+
+
+def test_resize_equals_cv2():
+    img = np.random.default_rng(1).integers(0, 256, size=(28, 28, 3), dtype=np.uint8)
+    out = Resize((64, 48))(dict(img=img))
+    np.testing.assert_array_equal(out['img'], cv2.resize(img, (48, 64), interpolation=cv2.INTER_CUBIC))
+    assert out['img_shape'] == (64, 48) and out['scale_factor'] == (48 / 28, 64 / 28)
+
+
+@pytest.fixture
+def image_files(tmp_path):
+    rng = np.random.default_rng(0)
+    bgr = rng.integers(0, 256, size=(64, 48, 3), dtype=np.uint8)
+    good = str(tmp_path / 'good.png')
+    cv2.imwrite(good, bgr)
+    jpg = str(tmp_path / 'full.jpg')
+    cv2.imwrite(jpg, bgr)
+    data = open(jpg, 'rb').read()
+    truncated = str(tmp_path / 'truncated.jpg')
+    open(truncated, 'wb').write(data[:len(data) // 2])
+    garbage = str(tmp_path / 'garbage.jpg')
+    open(garbage, 'wb').write(bytes(rng.integers(0, 256, size=500, dtype=np.uint8)))
+    return dict(good=good, bgr=bgr, truncated=truncated, garbage=garbage)
+
+
+def test_load_image(image_files):
+    out = LoadImage()(dict(img_path=image_files['good']))
+    np.testing.assert_array_equal(out['img'], image_files['bgr'][:, :, ::-1])
+    assert out['img_shape'] == out['ori_shape'] == (64, 48)
+    for kind in ('truncated', 'garbage'):
+        with pytest.raises(OSError, match=os.path.basename(image_files[kind])):
+            LoadImage(on_error='raise')(dict(img_path=image_files[kind]))
+    loader = LoadImage(on_error='skip')
+    assert loader(dict(img_path=image_files['truncated'])) is None
+    assert loader(dict(img_path=image_files['garbage'])) is None
+    assert loader.num_skipped == 2
+    with pytest.raises(ValueError, match='on_error'):
+        LoadImage(on_error='ignore')
+
+
+def test_skip_at_dataset_level(tmp_path, image_files):
+    for cls, src in (('a', 'good'), ('b', 'truncated')):
+        os.makedirs(tmp_path / 'root' / 'train' / cls)
+        os.replace(image_files[src], tmp_path / 'root' / 'train' / cls / 'x.jpg')
+    ds = ImageNet(data_root=str(tmp_path / 'root'), split='train',
+                  pipeline=[dict(type='localmim.LoadImage', on_error='skip'), dict(type='localmim.PackInputs')])
+    np.random.seed(0)
+    packed = ds[1]  # the truncated one: another sample comes back
+    assert packed['data_samples'].img_path.endswith(os.path.join('a', 'x.jpg'))
+    assert packed['data_samples'].gt_label.tolist() == [0]
+    assert ds.num_skipped >= 1
+    strict = ImageNet(data_root=str(tmp_path / 'root'), split='train', pipeline=[dict(type='localmim.LoadImage')])
+    with pytest.raises(OSError, match=r'b/x\.jpg'):
+        strict[1]
+
+
+@pytest.mark.parametrize('is_training', [False, True])
+def test_timm_transform_is_timms(is_training):
+    from timm.data import create_transform
+    kwargs = dict(input_size=32, is_training=is_training, interpolation='bicubic')
+    if is_training:
+        kwargs.update(auto_augment='rand-m9-mstd0.5-inc1', re_prob=0.25, re_mode='pixel')
+    img = np.random.default_rng(2).integers(0, 256, size=(40, 50, 3), dtype=np.uint8)
+    ours_fn = TRANSFORMS.build(dict(type='localmim.TimmTransform', **kwargs))
+    theirs_fn = create_transform(**kwargs)
+
+    def seed_all():  # timm draws from python's random, numpy and torch
+        random.seed(3)
+        np.random.seed(3)
+        torch.manual_seed(3)
+
+    seed_all()
+    ours = ours_fn(dict(img=img.copy()))
+    seed_all()
+    theirs = theirs_fn(Image.fromarray(img))
+    assert ours['img'].shape == (3, 32, 32) and ours['img'].dtype == torch.float32
+    torch.testing.assert_close(ours['img'], theirs, rtol=0, atol=0)
+    assert ours['img_shape'] == (32, 32)
+    with pytest.raises(TypeError, match='uint8'):
+        TimmTransform(input_size=32)(dict(img=img.astype(np.float32)))
+
+
+def test_pack_inputs():
+    img = np.random.default_rng(3).integers(0, 256, size=(6, 5, 3), dtype=np.uint8)
+    mask = np.random.default_rng(4).random((2, 3)) > 0.5
+    out = PackInputs()(dict(img=img, gt_label=7, mask=mask, img_path='p.jpg', img_shape=(6, 5), other=1))
+    assert out['inputs'].dtype == torch.uint8 and out['inputs'].shape == (3, 6, 5)
+    for c in range(3):
+        np.testing.assert_array_equal(out['inputs'][c].numpy(), img[:, :, c])
+    sample = out['data_samples']
+    assert sample.gt_label.tolist() == [7] and sample.gt_label.dtype == torch.long
+    np.testing.assert_array_equal(sample.mask.numpy(), mask)
+    assert sample.img_path == 'p.jpg' and sample.img_shape == (6, 5) and 'other' not in sample.metainfo_keys()
+    tensor = torch.randn(3, 4, 4)
+    assert PackInputs()(dict(img=tensor))['inputs'] is tensor

@@ -1,0 +1,132 @@
+#!/usr/bin/env python
+"""Throughput of LocalMIM pretraining, and its cost relative to the bare masked encoder.
+
+Measures, in one run and on one device, with the config's model:
+  * full step: LocalMIM forward + backward (targets, encoder, decoders, loss; no optimizer update);
+  * bare step: the masked encoder forward + backward alone (same mask ratio, same visible tokens);
+  * targets: the target computation alone.
+Reports images/s, peak memory, the ratio full/bare and the target share of a full step; on CUDA
+also the achieved TFLOP/s and MFU (model FLOPs counted by torch's FlopCounterMode).
+
+    python tools/benchmark_pretrain.py mm_configs/pretrain/localmim_vit-b_1600e_in1k.py --batch-size 8
+    python tools/benchmark_pretrain.py CONFIG --device cuda --dtype bfloat16 --batch-size 128
+"""
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mmengine.config import Config  # noqa: E402
+
+from localmim.registry import build_model  # noqa: E402
+
+PEAK_TFLOPS = {'H100': 989.0, 'H200': 989.0, 'A100': 312.0}  # dense bf16/fp16 tensor-core peaks
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('config')
+    p.add_argument('--batch-size', type=int, default=8)
+    p.add_argument('--iters', type=int, default=10, help='timed iterations of each step')
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'],
+                   help='autocast dtype (float32 = no autocast)')
+    p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    p.add_argument('--cfg-options', nargs='*', default=[], help='key=value overrides of the model config')
+    return p.parse_args()
+
+
+def sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, iters, warmup):
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main():
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = Config.fromfile(args.config)
+    for item in args.cfg_options:
+        key, value = item.split('=', 1)
+        cfg.merge_from_dict({key: eval(value)})
+    device = torch.device(args.device)
+    model = build_model(cfg.model).to(device).train()
+    model.data_preprocessor = None  # inputs below are already normalised
+    size = model.encoder.img_size
+    images = torch.randn(args.batch_size, 3, size, size, device=device)
+    dtype = getattr(torch, args.dtype)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=args.dtype != 'float32')
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def full_step():
+        with autocast:
+            loss = sum(model.loss(images).values())
+        loss.backward()
+        for p in params:
+            p.grad = None
+
+    def bare_step():
+        mask = model.get_mask(images)
+        with autocast:
+            out = model.encoder.forward_intermediates(images, [max(model.taps)], mask=mask)[-1]
+            loss = out.float().pow(2).mean()
+        loss.backward()
+        for p in params:
+            p.grad = None
+
+    def target_step():
+        model.compute_targets(images)
+
+    # interleave the measurements so that drift affects both sides alike
+    full, bare, target = [], [], []
+    for step, store in ((full_step, full), (bare_step, bare), (target_step, target)):
+        timed(step, device, 0, args.warmup)
+    for _ in range(args.iters):
+        full += timed(full_step, device, 1, 0)
+        bare += timed(bare_step, device, 1, 0)
+        target += timed(target_step, device, 1, 0)
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+        full_step()
+        peak = torch.cuda.max_memory_allocated() / 2 ** 30
+    else:
+        peak = None
+    t_full, t_bare, t_target = (statistics.median(x) for x in (full, bare, target))
+    print(f'config       : {args.config}')
+    print(f'device/dtype : {device} ({torch.cuda.get_device_name() if device.type == "cuda" else torch.get_num_threads()} '
+          f'{"" if device.type == "cuda" else "threads"}) / {args.dtype}, batch {args.batch_size}, {size} px')
+    print(f'full step    : {t_full * 1e3:8.1f} ms  -> {args.batch_size / t_full:8.1f} images/s (fwd+bwd, no optimizer)')
+    print(f'bare encoder : {t_bare * 1e3:8.1f} ms  -> ratio full/bare = {t_full / t_bare:.3f}')
+    print(f'targets      : {t_target * 1e3:8.1f} ms  -> {100 * t_target / t_full:.1f}% of a full step')
+    if peak is not None:
+        print(f'peak memory  : {peak:.2f} GiB')
+        from torch.utils.flop_counter import FlopCounterMode
+        with FlopCounterMode(display=False) as counter:
+            full_step()
+        tflops = counter.get_total_flops() / t_full / 1e12
+        name = torch.cuda.get_device_name()
+        peak_tflops = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+        mfu = f', MFU {100 * tflops / peak_tflops:.1f}% of {peak_tflops:.0f}' if peak_tflops else ''
+        print(f'throughput   : {tflops:.1f} TFLOP/s{mfu}')
+
+
+if __name__ == '__main__':
+    main()

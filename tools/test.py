@@ -1,0 +1,67 @@
+"""Evaluate a checkpoint with an OpenMMLab config (default scope mmdet, mmseg, localmim, none).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl]
+                         [--show-dir DIR] [--cfg-options k=v ...] [--launcher ...]
+"""
+import argparse
+
+from mmengine.config import DictAction
+
+import localmim  # noqa: F401  (weights-only checkpoint loaders)
+import localmim.registry  # noqa: F401  (the localmim scope)
+from localmim.engine.launch import build_runner, load_config, set_local_rank_env
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test a checkpoint from a config file.')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('checkpoint', help='checkpoint file (.pth or .safetensors)')
+    parser.add_argument('--work-dir', help='directory for the evaluation logs')
+    parser.add_argument('--out', help='dump the raw predictions to this .pkl file')
+    parser.add_argument('--show-dir', help='save drawn predictions under this directory')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. test_dataloader.batch_size=1')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    set_local_rank_env(args.local_rank)
+    return args
+
+
+def add_dump_metric(cfg, out_file):
+    """Append a metric that pickles the raw predictions to ``out_file``."""
+    if not out_file.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out must be a .pkl or .pickle file, got {out_file}')
+    dump_type = 'mmdet.DumpDetResults' if cfg.get('default_scope') == 'mmdet' else 'DumpResults'
+    dump = dict(type=dump_type, out_file_path=out_file)
+    evaluator = cfg.test_evaluator
+    cfg.test_evaluator = [*evaluator, dump] if isinstance(evaluator, list) else [evaluator, dump]
+
+
+def enable_drawing(cfg, show_dir):
+    """Turn on the config's visualization hook and point its output to ``show_dir``."""
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise ValueError('--show-dir needs a visualization hook in default_hooks')
+    hook['draw'] = True
+    if cfg.get('default_scope') == 'mmdet':
+        hook['test_out_dir'] = show_dir
+    else:
+        cfg.visualizer['save_dir'] = show_dir
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    cfg.load_from = args.checkpoint
+    if args.out is not None:
+        add_dump_metric(cfg, args.out)
+    if args.show_dir is not None:
+        enable_drawing(cfg, args.show_dir)
+    runner = build_runner(cfg)
+    return runner.test()
+
+
+if __name__ == '__main__':
+    main()

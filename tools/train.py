@@ -1,0 +1,75 @@
+"""Train with an OpenMMLab config (default scope mmdet, mmseg, localmim or none).
+
+    python tools/train.py CONFIG [--work-dir DIR] [--amp] [--auto-scale-lr] [--resume [CKPT]]
+                                 [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
+
+``--resume`` alone resumes from the work dir's latest checkpoint; with a path, from that file.
+The runner is the config's ``runner_type``, by default ``localmim.Runner`` (atomic,
+weights-only-loadable checkpoints; gloo on machines without CUDA).
+"""
+import argparse
+
+from mmengine.config import DictAction
+from mmengine.logging import print_log
+
+import localmim  # noqa: F401  (weights-only checkpoint loaders)
+import localmim.registry  # noqa: F401  (the localmim scope)
+from localmim.engine.launch import build_runner, load_config, set_local_rank_env
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a model from a config file.')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--work-dir', help='directory for logs and checkpoints')
+    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by total batch size / auto_scale_lr.base_batch_size')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from this checkpoint, or alone: from the latest in the '
+                        'work dir')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. train_cfg.max_iters=10')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    set_local_rank_env(args.local_rank)
+    return args
+
+
+def enable_amp(cfg):
+    wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper_type == 'AmpOptimWrapper':
+        print_log('AMP is already enabled in the config.', logger='current')
+        return
+    if wrapper_type != 'OptimWrapper':
+        raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, got {wrapper_type}')
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
+def enable_auto_scale_lr(cfg):
+    auto_scale_lr = cfg.get('auto_scale_lr') or {}
+    if 'enable' not in auto_scale_lr or 'base_batch_size' not in auto_scale_lr:
+        raise ValueError('--auto-scale-lr needs auto_scale_lr = dict(enable=False, '
+                         'base_batch_size=N) in the config')
+    cfg.auto_scale_lr.enable = True
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    if args.amp:
+        enable_amp(cfg)
+    if args.auto_scale_lr:
+        enable_auto_scale_lr(cfg)
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    runner = build_runner(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
