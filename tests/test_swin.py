@@ -1,5 +1,6 @@
 """Swin encoder (sparse, masked tokens dropped) checked against a naive dense Swin and timm."""
 import functools
+import os.path as osp
 
 import numpy as np
 import pytest
@@ -7,11 +8,13 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.config import Config
 from mmengine.structures import BaseDataElement
 
 from localmim.models.localmim import LocalMIM
 from localmim.models.swin import SwinTransformer, resize_rel_pos_table
 from localmim.models.targets import PixelTarget
+from localmim.registry import build_model
 
 TINY = dict(arch=None, embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), patch_size=4)
 
@@ -256,3 +259,44 @@ def test_pixel_targets_for_swin_cells():
             values = patch.transpose(1, 2, 0).reshape(-1)  # (row, col, colour)
             expected = (values - values.mean()) / np.sqrt(values.var(ddof=1) + 1e-6)
             np.testing.assert_allclose(got[b, :, i, j].numpy(), expected, atol=1e-4)
+
+
+# ---- configs -------------------------------------------------------------------------------------
+CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'mm_configs', 'pretrain')
+
+
+@pytest.mark.parametrize('name,arch,window,target_dims', [
+    ('swin_localmim-b_hog_400e_in1k.py', 'base', 7, [54] * 4),
+    ('swin_localmim-b_pixel_400e_in1k.py', 'base', 7, [192, 768, 3072, 3072]),
+    ('swin_localmim-l_hog_800e_in1k.py', 'large', 14, [54] * 4),
+])
+def test_release_recipe_configs(name, arch, window, target_dims):
+    cfg = Config.fromfile(osp.join(CONFIGS, name))
+    with torch.device('meta'):  # structure only
+        model = build_model(cfg.model)
+    assert model.encoder.dims == {'base': [128, 256, 512, 1024], 'large': [192, 384, 768, 1536]}[arch]
+    assert [layer.window for layer in model.encoder.layers] == [window] * 3 + [7]
+    assert [d.grid_size for d in model.decoders] == [(28, 28), (14, 14), (7, 7), (7, 7)]
+    assert [d.embed.out_features for d in model.decoders] == [64, 128, 128, 128]
+    assert [d.pred[-1].out_channels for d in model.decoders] == target_dims
+    assert model.mask_unit == 32 and not model.mask_per_sample and model.mask_ratio == 0.75
+    assert isinstance(model.encoder.norm, nn.Identity)  # tap norms instead of a final norm
+    assert cfg.optim_wrapper.optimizer.betas == (0.9, 0.95) and cfg.auto_scale_lr.base_batch_size == 256
+    assert cfg.param_scheduler[1].eta_min == 0 and cfg.param_scheduler[0].end == 40
+
+
+@pytest.mark.skipif(not osp.isdir('/usr/share/datasets/fashion-mnist'), reason='Fashion-MNIST not installed')
+def test_tiny_fmnist_config_trains_with_the_runner(tmp_path):
+    from localmim.engine.launch import build_runner
+    cfg = Config.fromfile(osp.join(CONFIGS, 'swin_localmim-tiny_fmnist.py'))
+    cfg.work_dir = str(tmp_path)
+    cfg.train_dataloader.update(batch_size=4, num_workers=0, persistent_workers=False)
+    cfg.train_dataloader.dataset.num_samples = 8
+    cfg.train_cfg.max_epochs = 1
+    cfg.default_hooks.logger.interval = 1
+    runner = build_runner(cfg)
+    runner.train()
+    assert runner.iter == 2
+    logged = runner.message_hub.log_scalars
+    assert all(torch.isfinite(torch.tensor(logged[f'train/{k}'].current()))
+               for k in ('loss_8px', 'loss_16px', 'loss_32px_2', 'loss_32px_3'))

@@ -244,6 +244,8 @@ class SwinTransformer(BaseModule):
         norm_eps: LayerNorm eps of every norm (1e-6; see the module doc).
         out_indices: stages whose outputs :meth:`forward` returns, each normalised by
             ``norm{i}`` (the last stage by ``norm``, timm's final norm).
+        final_norm: have the final ``norm`` (False in pretraining: LocalMIM's tap norms
+            normalise the taps, and the last one becomes ``norm`` when a backbone is exported).
         with_cp: activation checkpointing of every block.
 
     Layer ids for layer-wise lr decay (:meth:`get_layer_depth`, the release/SimMIM convention):
@@ -253,8 +255,8 @@ class SwinTransformer(BaseModule):
 
     def __init__(self, arch='base', img_size=224, patch_size=4, in_chans=3, embed_dim=128,
                  depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=7, mlp_ratio=4.,
-                 qkv_bias=True, drop_path_rate=0., norm_eps=1e-6, out_indices=(3,), with_cp=False,
-                 init_cfg=None):
+                 qkv_bias=True, drop_path_rate=0., norm_eps=1e-6, out_indices=(3,), final_norm=True,
+                 with_cp=False, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if arch is not None:
             if arch not in SWIN_ARCHS:
@@ -263,6 +265,7 @@ class SwinTransformer(BaseModule):
         self.depths, self.num_stages = list(depths), len(depths)
         self.img_size, self.patch_size, self.num_prefix_tokens = img_size, patch_size, 0
         self.dims = [embed_dim * 2 ** i for i in range(self.num_stages)]
+        self.embed_dim, self.num_features = embed_dim, self.dims[-1]
         self.out_indices = [i % self.num_stages for i in out_indices]
         self.with_cp = with_cp
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, norm=True, norm_eps=norm_eps)
@@ -277,7 +280,7 @@ class SwinTransformer(BaseModule):
         for i in self.out_indices:
             if i != self.num_stages - 1:
                 self.add_module(f'norm{i}', nn.LayerNorm(self.dims[i], eps=norm_eps))
-        self.norm = nn.LayerNorm(self.dims[-1], eps=norm_eps)
+        self.norm = nn.LayerNorm(self.dims[-1], eps=norm_eps) if final_norm else nn.Identity()
         self._unmasked_plans = {}
         self.apply(self._init_module)
         self.register_load_state_dict_pre_hook(self._resize_rel_pos_tables)
