@@ -203,18 +203,20 @@ def test_rel_pos_table_resized_on_load_like_timm():
     torch.testing.assert_close(resize_rel_pos_table(state[key], 3), state[key])
 
 
-def test_with_cp_and_drop_path_run_and_match_in_eval():
+def test_with_cp_and_drop_path_train_and_match_in_eval():
     plain = tiny_swin(64, 2)
     cp = tiny_swin(64, 2, with_cp=True, drop_path_rate=0.2)
-    images = torch.randn(2, 3, 64, 64, requires_grad=True)
+    images = torch.randn(2, 3, 64, 64)
     mask = torch.tensor([[1, 0], [0, 0]], dtype=torch.bool)[None].expand(2, -1, -1)
-    cp.train()
-    cp.forward_intermediates(images, [0, 3], mask=mask)[1].sum().backward()
-    assert all(p.grad is not None for p in cp.parameters() if p.requires_grad and not p.grad is None) \
-        and cp.layers[0].blocks[0].attn.qkv.weight.grad is not None
+    plain.train(), cp.train()
+    for model in (plain, cp):
+        torch.manual_seed(3)  # drop path draws
+        sum(t.sum() for t in model.forward_intermediates(images, [0, 3], mask=mask)).backward()
+    assert all(p.grad is not None for n, p in cp.named_parameters() if not n.startswith('norm.'))
     plain.eval(), cp.eval()
-    torch.testing.assert_close(plain.forward_intermediates(images, [0, 3], mask=mask),
-                               cp.forward_intermediates(images, [0, 3], mask=mask))
+    with torch.no_grad():  # drop path off: identical weights give identical outputs
+        torch.testing.assert_close(plain.forward_intermediates(images, [0, 3], mask=mask),
+                                   cp.forward_intermediates(images, [0, 3], mask=mask))
 
 
 # ---- LocalMIM with a Swin encoder ---------------------------------------------------------------

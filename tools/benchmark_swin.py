@@ -9,6 +9,11 @@ The two are timed alternately and the medians compared; the goal is sparse/dense
 
     python tools/benchmark_swin.py --arch base --batch 2 --img-size 224 --iters 5
     python tools/benchmark_swin.py --device cuda --amp --batch 128   # on a GPU
+
+Seen on one H100 (bf16 AMP, Swin-B 224): GPU kernel time per step sparse/dense 46.6/117.0 ms at
+batch 128 (0.40x), 89.6/222.5 ms at 256 (0.40x); Swin-L batch 128: 63.3/170.3 ms (0.37x).
+Wall clock is host-bound at small per-GPU batches (the eager sparse step launches ~2800 kernels,
+~95 ms of host time): 0.78x at batch 128, 0.51-0.59x at 256, 0.45x at 384.
 """
 import argparse
 import statistics
