@@ -6,14 +6,19 @@ decoders, HOG target, masked-MSE loss) on the same batch and the same 75% mask:
 - dense (SimMIM-style baseline): the encoder runs on the full grid with every masked token
   replaced by a learned mask token; the decoders then see every position.
 The two are timed alternately and the medians compared; the goal is sparse/dense <= 0.4.
+On CUDA the clock is wall time (synchronised); on the CPU it is the process's CPU time, which
+other jobs on a shared machine do not inflate (run with one thread, e.g. OMP_NUM_THREADS=1,
+for the cleanest numbers).
 
     python tools/benchmark_swin.py --arch base --batch 2 --img-size 224 --iters 5
     python tools/benchmark_swin.py --device cuda --amp --batch 128   # on a GPU
 
-Seen on one H100 (bf16 AMP, Swin-B 224): GPU kernel time per step sparse/dense 46.6/117.0 ms at
-batch 128 (0.40x), 89.6/222.5 ms at 256 (0.40x); Swin-L batch 128: 63.3/170.3 ms (0.37x).
-Wall clock is host-bound at small per-GPU batches (the eager sparse step launches ~2800 kernels,
-~95 ms of host time): 0.78x at batch 128, 0.51-0.59x at 256, 0.45x at 384.
+Seen here on the CPU (OMP_NUM_THREADS=1, CPU time, batch 2, 224 px): Swin-T 0.25 vs 0.75 s
+(0.33x), Swin-B 0.61-0.73 vs 1.85-1.98 s (0.33-0.37x).
+Seen on one H100 (bf16 AMP, 224 px), GPU kernel time per step, sparse vs dense: Swin-B batch 128
+46.6 vs 117.0 ms (0.40x), batch 256 89.6 vs 222.5 ms (0.40x); Swin-L batch 128 63.3 vs 170.3 ms
+(0.37x). Wall clock is host-bound at small per-GPU batches (the eager sparse step launches about
+2800 kernels, ~95 ms of host time): 0.78x at batch 128, 0.51-0.59x at 256, 0.45x at 384.
 """
 import argparse
 import statistics
@@ -61,14 +66,16 @@ def sparse_loss(model, images, mask):
 
 def benchmark_swin_sparse_vs_dense(arch='base', batch=2, img_size=224, iters=5, device='cpu', amp=False,
                                    warmup=1, out=print):
-    """Median seconds of a sparse and a dense fwd+bwd step at 75% masking; returns a dict with
-    ``sparse_s``, ``dense_s``, ``ratio`` and the peak memory of each on CUDA."""
+    """Median seconds of a sparse and a dense fwd+bwd step at 75% masking (wall time on CUDA,
+    process CPU time on the CPU); returns a dict with ``sparse_s``, ``dense_s``, ``ratio`` and
+    the peak memory of each on CUDA."""
     torch.manual_seed(0)
     model = build_localmim_swin(arch, img_size).to(device)
     mask_token = nn.Parameter(torch.zeros(1, 1, model.encoder.dims[0], device=device))
     nn.init.normal_(mask_token, std=.02)
     images = torch.randn(batch, 3, img_size, img_size, device=device)
     cuda = torch.device(device).type == 'cuda'
+    clock = time.perf_counter if cuda else time.process_time
 
     def step(kind):
         mask = model.get_mask(images)
@@ -77,14 +84,14 @@ def benchmark_swin_sparse_vs_dense(arch='base', batch=2, img_size=224, iters=5, 
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
+        start = clock()
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
             losses = sparse_loss(model, images, mask) if kind == 'sparse' else \
                 dense_mask_token_loss(model, mask_token, images, mask)
         sum(losses.values()).backward()
         if cuda:
             torch.cuda.synchronize()
-        return time.perf_counter() - start, torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else 0.0
+        return clock() - start, torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else 0.0
 
     times = {'sparse': [], 'dense': []}
     memory = {}
@@ -96,7 +103,8 @@ def benchmark_swin_sparse_vs_dense(arch='base', batch=2, img_size=224, iters=5, 
     result = dict(sparse_s=statistics.median(times['sparse']), dense_s=statistics.median(times['dense']),
                   sparse_gib=memory['sparse'], dense_gib=memory['dense'])
     result['ratio'] = result['sparse_s'] / result['dense_s']
-    out(f'Swin-{arch} {img_size}px batch {batch} on {device}{" bf16 AMP" if amp else ""}, {iters} timed steps: '
+    out(f'Swin-{arch} {img_size}px batch {batch} on {device}{" bf16 AMP" if amp else ""}, {iters} timed steps '
+        f'({"wall" if cuda else "CPU"} time): '
         f'sparse {result["sparse_s"] * 1e3:.1f} ms, dense mask-token {result["dense_s"] * 1e3:.1f} ms, '
         f'ratio {result["ratio"]:.3f}' + (f'; peak memory {memory["sparse"]:.2f} vs {memory["dense"]:.2f} GiB'
                                           if cuda else ''))

@@ -10,9 +10,12 @@ restricted to the visible tokens would give it:
   relative position bias of the true coordinates. Shifted layers keep Swin's semantics: a window
   that would wrap around the border is split into its separate regions (what the cyclic shift +
   attention mask of Swin does). On each axis the window group is ``(coord + window - shift) // window``.
-- the groups are packed first-fit-decreasing into bins of window^2 slots; one bin is one row of
-  the attention batch, with a block-diagonal mask between the groups sharing it. Padding slots
-  form a group of their own, so no row is fully masked and the result is exact.
+- the groups are packed first-fit-decreasing into bins of one size (at most window^2, chosen for
+  the least padding); one bin is one attention problem, with a block-diagonal mask between the
+  groups sharing it. Padding slots form a group of their own, so no row is fully masked and the
+  result is exact. The whole block runs in this packed layout (its other layers act per token).
+- grids that the window does not divide: windows at the border are simply smaller (no padding
+  tokens); timm/mmdet pad with zero tokens that real tokens then attend to.
 - patch merging concatenates the 2x2 neighbours in the standard Swin/timm order
   (row, col) = (0,0), (1,0), (0,1), (1,1); masked units are whole, so merged groups are complete.
 
@@ -368,7 +371,8 @@ class SwinTransformer(BaseModule):
                 grid = ((grid[0] + 1) // 2, (grid[1] + 1) // 2)
             window = self.layers[i].window
             shifted = len(self.layers[i].blocks) > 1 and (grid[0] > window or grid[1] > window)
-            windows = [window_plan(rows, cols, grid, window, s, device) for s in ([0, window // 2] if shifted else [0])]
+            shifts = [0, window // 2] if shifted else [0]
+            windows = [window_plan(rows, cols, grid, window, shift, device) for shift in shifts]
             plans.append(StagePlan(grid, _tensor(rows * grid[1] + cols, device), merge_index, zero_padded, windows))
         if mask is None:
             if len(self._unmasked_plans) >= 8:
