@@ -126,10 +126,13 @@ class LocalMIM(BaseModel):
 
     def forward_decoders(self, feats, mask):
         """Per-scale predictions [B, C_s, h_s, w_s] from the visible features."""
+        num_visible = int((~mask[0]).sum())  # the one host sync of a step (equal for every sample)
         preds = []
         for feat, decoder in zip(feats, self.decoders):
-            visible = resize_mask(mask, decoder.grid_size).flatten(1) < 0.5
-            index = torch.nonzero(visible)[:, 1].view(visible.shape[0], -1)
+            masked = resize_mask(mask, decoder.grid_size).flatten(1)
+            repeat = masked.shape[1] // mask[0].numel()
+            # visible positions in raster order: a stable sort puts the zeros (visible) first
+            index = masked.to(torch.uint8).argsort(dim=1, stable=True)[:, :num_visible * repeat]
             preds.append(decoder(feat, index))
         return preds
 
