@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from localmim import conversion  # noqa: E402
 from localmim.checkpoint import atomic_save, load_checkpoint_file  # noqa: E402
+from localmim.engine.launch import run_tool  # noqa: E402
 
 
 def converter(source, target):
@@ -54,6 +55,7 @@ def main(argv=None):
                    choices=['auto', 'release-vit', 'release-swin', 'timm-vit', 'timm-swin', 'localmim-vit',
                             'localmim-swin'])
     p.add_argument('--to', dest='target', default='backbone', choices=['backbone', 'pretrain', 'timm'])
+    p.add_argument('--debug', action='store_true', help='show tracebacks')
     args = p.parse_args(argv)
 
     checkpoint = load_checkpoint_file(args.src)
@@ -78,7 +80,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as err:  # one clear line, no traceback
-        raise SystemExit(f'error: {err}')
+    run_tool(main)  # errors as one line 'error: ...' (--debug for the traceback)
