@@ -3,9 +3,10 @@
 Conventions:
 - One random mask per image (seed it with ``torch.manual_seed``), shared by every scale, as in training.
 - Masked input: mask units filled with a flat slate colour (nothing of their content shown).
-- Target and prediction are shown WHOLE, with the masked region outlined in yellow on both. Only
-  the masked cells are trained (the loss ignores visible cells), so inside the outline is what the
-  model reconstructs; outside it the prediction is unsupervised. The caption under each prediction
+- Target and prediction are shown WHOLE, with the masked region outlined in yellow on both and
+  the visible region dimmed to 40 % brightness. Only the masked cells are trained (the loss ignores
+  visible cells), so inside the outline is what the model reconstructs; outside it the prediction
+  is unsupervised. The caption under each prediction
   gives the sample's masked MSE at that scale (the training loss term).
 - HOG targets: oriented-edge glyphs per cell (:mod:`.hog_glyphs`: glyph along the EDGE direction,
   brightness = bin value, colour channel c of the histogram drawn in colour c, so grey images
@@ -32,6 +33,7 @@ __all__ = ['pixel_patches_to_image', 'mask_outline', 'resize_nearest', 'reconstr
 
 MASK_FILL = np.array([0.25, 0.28, 0.38], np.float32)
 OUTLINE = np.array([1.0, 0.85, 0.0], np.float32)
+VISIBLE_DIM = 0.4
 
 
 def pixel_patches_to_image(patches, patch):
@@ -91,7 +93,9 @@ def _render(target_module, values, scale_index, panel_px):
 
 
 def _outlined(image, mask):
-    image = image.copy()
+    """Visible (untrained) region dimmed to ``VISIBLE_DIM``, masked region outlined."""
+    masked = resize_nearest(np.asarray(mask.cpu(), dtype=bool), image.shape[:2])
+    image = np.where(masked[..., None], image, image * VISIBLE_DIM)
     thickness = max(1, image.shape[0] // 160)
     image[mask_outline(mask, image.shape[:2], thickness)] = OUTLINE
     return image
