@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from mmengine.config import Config
 
+from ..checkpoint import load_checkpoint_file
 from ..conversion import detect_format, unwrap_state_dict
 from ..conversion.release import convert_release_vit_pretrain
 from ..datasets.fashion_mnist import DEFAULT_FASHION_MNIST_ROOT, FASHION_MNIST_CLASSES, load_fashion_mnist
@@ -20,13 +21,7 @@ __all__ = ['read_checkpoint', 'load_model', 'load_images', 'preprocess']
 
 
 def read_checkpoint(path):
-    """Checkpoint file -> dict, weights-only (the toolkit's loader when present)."""
-    try:
-        from ..checkpoint import load_checkpoint_file
-    except ImportError:
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'Checkpoint file not found: {path}') from None
-        return torch.load(path, map_location='cpu', weights_only=True)
+    """Checkpoint file -> dict, weights-only."""
     return load_checkpoint_file(path, map_location='cpu')
 
 
