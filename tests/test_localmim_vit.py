@@ -6,7 +6,7 @@ import pytest
 import torch
 from mmengine.structures import BaseDataElement
 
-from localmim.models.localmim import LocalMIM, masked_mse, random_mask, resize_mask
+from localmim.models.localmim import masked_mse, random_mask, resize_mask
 from localmim.models.targets import HOGTarget, PixelTarget
 from localmim.registry import build_model
 

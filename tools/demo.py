@@ -20,7 +20,6 @@ On Fashion-MNIST (Debian package ``dataset-fashion-mnist``), in about 15 minutes
 import argparse
 import json
 import os
-import os.path as osp
 import re
 import subprocess
 import sys
@@ -136,7 +135,7 @@ def train_times(work_dir):
 
 def task_options(kind, sizes, data_root, canvas_root, backbone, epochs_or_iters):
     """--cfg-options for one downstream task."""
-    init = [f'model.backbone.init_cfg.type=Pretrained', f'model.backbone.init_cfg.checkpoint={backbone}',
+    init = ['model.backbone.init_cfg.type=Pretrained', f'model.backbone.init_cfg.checkpoint={backbone}',
             'model.backbone.init_cfg.prefix=backbone.']
     if kind == 'classification':
         return init + [
