@@ -107,7 +107,8 @@ class HOGTarget(nn.Module):
             maps = self.pooled(self.cell_histograms(grads, bias, finest), finest, self.cell_sizes)
         else:
             maps = [self.cell_histograms(grads, b, c) for b, c in zip(self.bias, self.cell_sizes)]
-        return [F.normalize(m, dim=2).flatten(1, 2) for m in maps]
+        # L2 over the bins; F.normalize's strided reduction is ~40x slower here on CPU
+        return [(m / (m * m).sum(2, keepdim=True).sqrt().clamp_min(1e-12)).flatten(1, 2) for m in maps]
 
 
 @MODELS.register_module()
