@@ -6,7 +6,9 @@ Measures, in one run and on one device, with the config's model:
   * bare step: the masked encoder forward + backward alone (same mask ratio, same visible tokens);
   * targets: the target computation alone.
 Reports images/s, peak memory, the ratio full/bare and the target share of a full step; on CUDA
-also the achieved TFLOP/s and MFU (model FLOPs counted by torch's FlopCounterMode).
+also the achieved TFLOP/s and MFU (model FLOPs counted by torch's FlopCounterMode). For a Swin
+encoder it also times the dense baseline (every masked token replaced by a mask token, the
+encoder on the full grid; see tools/benchmark_swin.py) and reports sparse/dense.
 
     python tools/benchmark_pretrain.py mm_configs/pretrain/localmim_vit-b_1600e_in1k.py --batch-size 8
     python tools/benchmark_pretrain.py CONFIG --device cuda --dtype bfloat16 --batch-size 128
@@ -20,6 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mmengine.config import Config  # noqa: E402
 
 from localmim.registry import build_model  # noqa: E402
@@ -95,27 +98,43 @@ def main():
     def target_step():
         model.compute_targets(images)
 
-    # interleave the measurements so that drift affects both sides alike
-    full, bare, target = [], [], []
-    for step, store in ((full_step, full), (bare_step, bare), (target_step, target)):
+    steps = [(full_step, 'full'), (bare_step, 'bare'), (target_step, 'targets')]
+    if type(model.encoder).__name__ == 'SwinTransformer':
+        from benchmark_swin import dense_mask_token_loss
+        token = torch.nn.Parameter(torch.zeros(1, 1, model.encoder.dims[0], device=device))
+
+        def dense_step():
+            with autocast:
+                loss = sum(dense_mask_token_loss(model, token, images, model.get_mask(images)).values())
+            loss.backward()
+            for p in params:
+                p.grad = None
+        steps.append((dense_step, 'dense'))
+
+    # interleave the measurements so that drift affects every side alike
+    samples = {name: [] for _, name in steps}
+    for step, _ in steps:
         timed(step, device, 0, args.warmup)
     for _ in range(args.iters):
-        full += timed(full_step, device, 1, 0)
-        bare += timed(bare_step, device, 1, 0)
-        target += timed(target_step, device, 1, 0)
+        for step, name in steps:
+            samples[name] += timed(step, device, 1, 0)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats()
         full_step()
         peak = torch.cuda.max_memory_allocated() / 2 ** 30
     else:
         peak = None
-    t_full, t_bare, t_target = (statistics.median(x) for x in (full, bare, target))
+    t_full, t_bare, t_target = (statistics.median(samples[k]) for k in ('full', 'bare', 'targets'))
     print(f'config       : {args.config}')
     print(f'device/dtype : {device} ({torch.cuda.get_device_name() if device.type == "cuda" else torch.get_num_threads()} '
           f'{"" if device.type == "cuda" else "threads"}) / {args.dtype}, batch {args.batch_size}, {size} px')
     print(f'full step    : {t_full * 1e3:8.1f} ms  -> {args.batch_size / t_full:8.1f} images/s (fwd+bwd, no optimizer)')
     print(f'bare encoder : {t_bare * 1e3:8.1f} ms  -> ratio full/bare = {t_full / t_bare:.3f}')
     print(f'targets      : {t_target * 1e3:8.1f} ms  -> {100 * t_target / t_full:.1f}% of a full step')
+    if 'dense' in samples:
+        t_dense = statistics.median(samples['dense'])
+        print(f'dense Swin   : {t_dense * 1e3:8.1f} ms  -> ratio sparse/dense = {t_full / t_dense:.3f} '
+              f'(mask-token baseline)')
     if peak is not None:
         print(f'peak memory  : {peak:.2f} GiB')
         from torch.utils.flop_counter import FlopCounterMode

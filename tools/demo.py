@@ -226,7 +226,7 @@ def main():
         ckpt = (work / f'pretrain_{name}' / 'last_checkpoint').read_text().strip()
         out = work / f'reconstruction_{name}.png'
         run(['tools/visualize_reconstruction.py', config, ckpt, '--out', str(out), '--data-root', data_root,
-             '--num-images', '4'], work / f'pictures_{name}.log')
+             '--indices', '0', '1', '2', '3'], work / f'pictures_{name}.log')
         pictures.append(out.name)
     times['pictures'] = progress.end('pictures')
 
