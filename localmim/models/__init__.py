@@ -2,8 +2,9 @@ from .classifier import ImageClassifier
 from .decoders import LocalDecoder
 from .localmim import LocalMIM
 from .necks import SimpleFeaturePyramid
+from .norms import LayerNorm2d
 from .targets import HOGTarget, PixelTarget
 from .vit import VisionTransformer
 
-__all__ = ['ImageClassifier', 'LocalDecoder', 'LocalMIM', 'HOGTarget', 'PixelTarget', 'SimpleFeaturePyramid',
-           'VisionTransformer']
+__all__ = ['ImageClassifier', 'LocalDecoder', 'LayerNorm2d', 'LocalMIM', 'HOGTarget', 'PixelTarget',
+           'SimpleFeaturePyramid', 'VisionTransformer']
