@@ -79,6 +79,7 @@ def test_vit_b_vitdet_config_builds_with_its_recipe(monkeypatch):
     head = param_group_of(optimizer, model.roi_head.bbox_head.fc_cls.weight)
     assert head['lr'] == pytest.approx(1e-4) and head['weight_decay'] == 0.1
 
+    Compose(cfg.train_pipeline)  # every transform's arguments are valid
     image = np.random.default_rng(0).integers(0, 256, (600, 900, 3), dtype=np.uint8)
     sample = Compose(cfg.test_pipeline[1:3])(dict(img=image, img_shape=image.shape[:2], ori_shape=image.shape[:2]))
     assert sample['img'].shape[:2] == (1024, 1024)  # resized to 683x1024 then padded to 1024
