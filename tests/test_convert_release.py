@@ -18,7 +18,7 @@ def tiny(bias):
     return build_model(dict(
         type='LocalMIM',
         encoder=dict(type='VisionTransformer', arch=None, img_size=32, patch_size=8, embed_dim=32, depth=4,
-                     num_heads=2),
+                     num_heads=2, final_norm=False),
         taps=[0, 1, 2, 3], target=dict(type='HOGTarget', nbins=18, cell_sizes=(2, 4, 8, 16), bias=bias),
         decoder=dict(dims=16, num_heads=2)))
 

@@ -10,7 +10,7 @@ model = dict(
     type='LocalMIM',
     data_preprocessor=dict(type='ImgDataPreprocessor', mean=[72.9, 72.9, 72.9], std=[90.0, 90.0, 90.0]),
     encoder=dict(type='VisionTransformer', arch=None, img_size=64, patch_size=8, embed_dim=96, depth=8,
-                 num_heads=3),
+                 num_heads=3, final_norm=False),
     taps=[1, 3, 5, 7],
     target=dict(type='HOGTarget', nbins=9, cell_sizes=(2, 4, 8, 16)),
     decoder=dict(dims=64, depth=1, num_heads=4),
