@@ -99,3 +99,32 @@ def load_config(*parts):
 def config_names(folder):
     """Config files directly under mm_configs/<folder> (not _base_), sorted."""
     return sorted(osp.basename(p) for p in glob.glob(osp.join(REPO_DIR, 'mm_configs', folder, '*.py')))
+
+
+def tiny_pretrained_vit(path):
+    """The encoder of a freshly initialised pretrain/localmim_vit-tiny_fmnist.py LocalMIM, saved as a
+    backbone checkpoint (``backbone.*`` keys, as tools/convert_checkpoint.py writes) at ``path``."""
+    import torch
+
+    from localmim.conversion import convert_localmim_pretrain
+    from localmim.registry import build_model
+
+    torch.manual_seed(0)
+    pretrain = Config.fromfile(osp.join(REPO_DIR, 'mm_configs', 'pretrain', 'localmim_vit-tiny_fmnist.py'))
+    mim = build_model(pretrain.model)
+    state, _ = convert_localmim_pretrain({'state_dict': mim.state_dict()})
+    torch.save({'state_dict': state}, path)
+    return mim.encoder
+
+
+def assert_loaded_encoder(backbone, encoder):
+    """``backbone`` (built at 128 px) holds ``encoder``'s (64 px) weights, position table resampled."""
+    import torch
+
+    from localmim.models.vit import resample_pos_embed
+
+    for name, value in encoder.state_dict().items():
+        if name.startswith('blocks.') or name.startswith('patch_embed.'):
+            torch.testing.assert_close(backbone.state_dict()[name], value, msg=name)
+    expected = resample_pos_embed(encoder.pos_embed.detach(), encoder.grid, backbone.grid)
+    torch.testing.assert_close(backbone.pos_embed.detach(), expected)

@@ -16,8 +16,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from _dense_helpers import (available, config_names, kinds, load_config, log_text, logged_metrics,
-                            make_canvas_set, needs_swin, run_tools, train_tiny_configs)
+from _dense_helpers import (assert_loaded_encoder, available, config_names, kinds, load_config, log_text,
+                            logged_metrics, make_canvas_set, needs_swin, run_tools, tiny_pretrained_vit,
+                            train_tiny_configs)
 from mmengine.optim import build_optim_wrapper
 
 from localmim.datasets.fmnist_canvas import FASHION_ADE_CLASSES
@@ -121,6 +122,17 @@ def test_slide_inference_averages_the_overlapping_windows():
     torch.testing.assert_close(slide[..., :64], left[..., :64])
     torch.testing.assert_close(slide[..., 64:128], (left[..., 64:] + right[..., :64]) / 2)
     torch.testing.assert_close(slide[..., 128:], right[..., 64:])
+
+
+def test_tiny_vit_config_takes_the_tiny_pretrained_encoder(tmp_path):
+    encoder = tiny_pretrained_vit(str(tmp_path / 'backbone.pth'))
+    cfg = load_config('ade20k', TINY_CONFIGS['vit'])
+    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'backbone.pth'),
+                                       prefix='backbone.')
+    model = build_segmentor(cfg)
+    model.init_weights()
+    assert_loaded_encoder(model.backbone, encoder)
+    assert model.backbone.out_indices == [1, 3, 5, 7]  # the pretraining taps
 
 
 @pytest.fixture(scope='module')

@@ -12,8 +12,8 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-from _dense_helpers import (available, config_names, kinds, load_config, logged_metrics, make_canvas_set,
-                            needs_swin, run_tools, train_tiny_configs)
+from _dense_helpers import (assert_loaded_encoder, available, config_names, kinds, load_config, logged_metrics,
+                            make_canvas_set, needs_swin, run_tools, tiny_pretrained_vit, train_tiny_configs)
 from mmengine.dataset import Compose
 from mmengine.optim import build_optim_wrapper
 from pycocotools.coco import COCO
@@ -117,6 +117,21 @@ def test_swin_b_3x_config_is_the_1x_model_with_mmdets_3x_schedule():
     assert three.train_cfg.max_epochs == 36 and three.param_scheduler[1].milestones == [27, 33]
     assert any(t.type == 'RandomChoice' for t in three.train_pipeline)
     Compose(three.train_pipeline)  # every transform's arguments are valid
+
+
+def test_tiny_vit_config_takes_the_tiny_pretrained_encoder(tmp_path):
+    encoder = tiny_pretrained_vit(str(tmp_path / 'backbone.pth'))
+    cfg = load_config('coco', TINY_CONFIGS['vit'])
+    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'backbone.pth'),
+                                       prefix='backbone.')
+    model = build_detector(cfg)
+    model.init_weights()
+    assert_loaded_encoder(model.backbone, encoder)
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        feats = model.neck(model.backbone(x))
+    assert [f.shape[-1] for f in feats] == [64, 32, 16, 8, 4]  # strides 2-32, as the heads' strides
+    assert model.rpn_head.prior_generator.strides == [(2, 2), (4, 4), (8, 8), (16, 16), (32, 32)]
 
 
 @pytest.fixture(scope='module')

@@ -1,8 +1,10 @@
 # CPU-sized counterpart of upernet_localmim-swin-b_8xb2-160k_ade20k-512x512.py on the Fashion-MNIST
-# canvases (128 px, 11 classes): a Swin of width 32, depths 2-2-2-2, window 4, UperHead (64
-# channels) + FCN auxiliary head (0.4), BN instead of SyncBN, mmseg's Swin AdamW rules (no weight
-# decay on norms and relative position tables), whole-image test.
-# Data: FMNIST_CANVAS_ROOT=DIR (python tools/make_fmnist_detection.py --out DIR).
+# canvases (128 px, 11 classes), with the encoder of pretrain/swin_localmim-tiny_fmnist.py (width
+# 32, depths 2-2-2-2, window 4): UperHead (64 channels) + FCN auxiliary head (0.4), BN instead of
+# SyncBN, mmseg's Swin AdamW rules (no weight decay on norms and relative position tables),
+# whole-image test.
+# Data: FMNIST_CANVAS_ROOT=DIR (python tools/make_fmnist_detection.py --out DIR), or override
+#   {train,val,test}_dataloader.dataset.data_root.
 _base_ = ['mmseg::_base_/models/upernet_swin.py', '_base_/fmnist_canvas_semantic.py',
           '_base_/fmnist_canvas_schedule.py']
 crop_size = (128, 128)

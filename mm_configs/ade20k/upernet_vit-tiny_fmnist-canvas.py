@@ -1,8 +1,10 @@
 # CPU-sized counterpart of upernet_localmim-vit-b_8xb2-160k_ade20k-512x512.py on the Fashion-MNIST
-# canvases (128 px, 11 classes): a 4-block ViT (width 96, patch 16) tapped at every block into the
-# 4-level pyramid, relative position bias and layer scale, UperHead (64 channels) + FCN auxiliary
-# head (0.4), BN instead of SyncBN, layer decay 0.65, sliding-window test 128 / stride 85.
-# Data: FMNIST_CANVAS_ROOT=DIR (python tools/make_fmnist_detection.py --out DIR).
+# canvases (128 px, 11 classes), with the encoder of pretrain/localmim_vit-tiny_fmnist.py (width 96,
+# 8 blocks, patch 8): taps at blocks 1, 3, 5, 7 (as 1, 3, 9, 11 of ViT-B) into the 4-level pyramid,
+# relative position bias and layer scale, UperHead (64 channels) + FCN auxiliary head (0.4), BN
+# instead of SyncBN, layer decay 0.65, sliding-window test 128 / stride 85.
+# Data: FMNIST_CANVAS_ROOT=DIR (python tools/make_fmnist_detection.py --out DIR) or override
+#   {train,val,test}_dataloader.dataset.data_root.
 _base_ = ['mmseg::_base_/models/upernet_beit.py', '_base_/fmnist_canvas_semantic.py',
           '_base_/fmnist_canvas_schedule.py']
 crop_size = (128, 128)
@@ -11,8 +13,8 @@ model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(
         _delete_=True,
-        type='localmim.VisionTransformer', arch=None, img_size=crop_size[0], patch_size=16, embed_dim=96,
-        depth=4, num_heads=3, pos_embed='learned', out_indices=(0, 1, 2, 3), final_norm=False,
+        type='localmim.VisionTransformer', arch=None, img_size=crop_size[0], patch_size=8, embed_dim=96,
+        depth=8, num_heads=3, pos_embed='learned', out_indices=(1, 3, 5, 7), final_norm=False,
         rel_pos_bias=True, init_values=1.0, drop_path_rate=0.1),
     neck=dict(
         _delete_=True,

@@ -1,7 +1,9 @@
 # CPU-sized counterpart of mask-rcnn_localmim-swin-b_fpn_1x_coco.py on the Fashion-MNIST canvases
-# (128 px): a Swin of width 32, depths 2-2-2-2, window 4, FPN (64 channels), mmdet's Swin AdamW
-# rules (no weight decay on norms and relative position tables).
-# Data: FMNIST_CANVAS_ROOT=DIR (python tools/make_fmnist_detection.py --out DIR).
+# (128 px), with the encoder of pretrain/swin_localmim-tiny_fmnist.py (width 32, depths 2-2-2-2,
+# window 4): FPN (64 channels), mmdet's Swin AdamW rules (no weight decay on norms and relative
+# position tables).
+# Data: FMNIST_CANVAS_ROOT=DIR (python tools/make_fmnist_detection.py --out DIR), or override
+#   {train,val,test}_dataloader.dataset.data_root AND {val,test}_evaluator.ann_file.
 _base_ = ['_base_/mask-rcnn_small-heads.py', '_base_/fmnist_canvas_instance.py',
           '_base_/fmnist_canvas_schedule.py']
 model = dict(

@@ -1,11 +1,11 @@
-# CPU-sized iteration schedule for the Fashion-MNIST canvas configs: AdamW, 100 warmup
+# CPU-sized iteration schedule for the Fashion-MNIST canvas configs: AdamW, 50 warmup
 # iterations, lr x0.1 at 80% and 95% of 3000 iterations, validation every 1000.
 _base_ = 'mmdet::_base_/default_runtime.py'
 max_iters = 3000
 optim_wrapper = dict(type='OptimWrapper',
                      optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.05))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=100),
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=50),
     dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters, milestones=[2400, 2850], gamma=0.1),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=1000)
