@@ -40,5 +40,5 @@ val_dataloader = dict(
                  backend_args=backend_args))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='CocoMetric', ann_file=data_root + '/annotations/instances_validation.json',
-                     metric=['bbox', 'segm'], format_only=False, backend_args=backend_args)
+                     metric=['bbox', 'segm'], classwise=True, format_only=False, backend_args=backend_args)
 test_evaluator = val_evaluator
