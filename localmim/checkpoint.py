@@ -24,6 +24,14 @@ reported when the checkpoint is written, not when it is resumed. Third-party fil
 strictly weights-only; :func:`load_checkpoint_file` accepts ``safe_globals`` for one load only
 (e.g. ``argparse.Namespace`` in a release checkpoint that stored its arguments).
 
+Matching. A checkpoint of another model, or one whose keys carry another prefix, would load
+nothing without an error (mmengine loads non-strictly). :func:`check_keys_match` raises one
+``CheckpointError`` naming the file when no key matches, and warns with the unmatched keys
+when only some do. ``localmim.Runner.load_checkpoint`` (``load_from``, resume,
+``tools/test.py``) applies it, and importing ``localmim`` re-registers mmengine's ``Pretrained``
+weight initializer (``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)``, every
+scope) as :class:`PretrainedInit`, which applies it too.
+
 Writing. :func:`atomic_save` and ``localmim.Runner.save_checkpoint`` write to a temporary file
 in the destination directory, fsync it and ``os.replace`` it over the destination, so a crash or
 kill mid-write leaves the previous checkpoint intact. The ``last_checkpoint`` pointer is written
@@ -31,6 +39,7 @@ the same way (:func:`write_text_atomic`), and :func:`find_latest_checkpoint` fal
 newest complete ``iter_N.pth`` / ``epoch_N.pth`` if the pointer is missing, empty or dangling.
 """
 import collections
+import logging
 import os
 import os.path as osp
 import pickle
@@ -42,12 +51,16 @@ import numpy as np
 import torch
 from mmengine.dist import get_dist_info
 from mmengine.logging import HistoryBuffer, print_log
-from mmengine.runner.checkpoint import CheckpointLoader
+from mmengine.model import PretrainedInit as MMEnginePretrainedInit
+from mmengine.model.weight_init import update_init_info
+from mmengine.registry import WEIGHT_INITIALIZERS
+from mmengine.runner.checkpoint import CheckpointLoader, load_state_dict
 
 __all__ = [
     'CheckpointError', 'load_checkpoint_file', 'atomic_save', 'write_text_atomic', 'commit_file',
     'partial_path', 'to_weights_only_safe', 'history_buffer_to_dict', 'history_buffer_from_dict',
-    'is_history_buffer_dict', 'find_latest_checkpoint'
+    'is_history_buffer_dict', 'find_latest_checkpoint', 'check_keys_match', 'revise_keys_of',
+    'first_nonfinite_tensor', 'PretrainedInit'
 ]
 
 # Leaf types the weights-only unpickler of torch >= 2.6 accepts without an allow-list.
@@ -168,6 +181,95 @@ def load_from_http_weights_only(filename, map_location=None):
 CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_weights_only, force=True)
 CheckpointLoader.register_scheme(prefixes=('http://', 'https://'),
                                  loader=load_from_http_weights_only, force=True)
+
+
+# ---------------------------------------------------------------------------------- matching
+def revise_keys_of(state_dict, revise_keys=((r'^module\.', ''),)):
+    """The keys of ``state_dict`` after mmengine's ``revise_keys`` (regex, replacement) pairs."""
+    keys = list(state_dict)
+    for pattern, replacement in revise_keys:
+        keys = [re.sub(pattern, replacement, key) for key in keys]
+    return keys
+
+
+def check_keys_match(model_keys, checkpoint_keys, source, warn=False):
+    """Raise ``CheckpointError`` naming ``source`` if none of ``checkpoint_keys`` is a model key.
+
+    Args:
+        model_keys / checkpoint_keys (Iterable[str]): keys of the model's and the checkpoint's
+            state dicts (after any prefix stripping).
+        source (str): the checkpoint file, for the messages.
+        warn (bool): log a warning listing the unmatched keys when only some match.
+
+    Returns:
+        (list, list): model keys missing from the checkpoint, checkpoint keys unknown to the model.
+    """
+    model_keys, checkpoint_keys = list(model_keys), list(checkpoint_keys)
+    known = set(model_keys)
+    matched = [key for key in checkpoint_keys if key in known]
+    if not matched:
+        raise CheckpointError(
+            f'no key of checkpoint {source} matches the model: its {len(checkpoint_keys)} keys '
+            f'look like {_some(checkpoint_keys)}, the model\'s {len(model_keys)} like '
+            f'{_some(model_keys)} (a checkpoint of another model, or another key prefix?)')
+    given = set(checkpoint_keys)
+    missing = [key for key in model_keys if key not in given]
+    unexpected = [key for key in checkpoint_keys if key not in known]
+    if warn and (missing or unexpected):
+        print_log(f'checkpoint {source} matches {len(matched)} of the model\'s {len(model_keys)} '
+                  f'keys; not in the checkpoint: {_some(missing, 20)}; not in the model: '
+                  f'{_some(unexpected, 20)}', logger='current', level=logging.WARNING)
+    return missing, unexpected
+
+
+def _some(keys, limit=3):
+    shown = ', '.join(keys[:limit])
+    return f'{shown}, ... ({len(keys)} in all)' if len(keys) > limit else shown or 'none'
+
+
+@WEIGHT_INITIALIZERS.register_module(name='Pretrained', force=True)
+class PretrainedInit(MMEnginePretrainedInit):
+    """mmengine's ``Pretrained`` initializer with weights-only loading and a key-match check.
+
+    Loads ``checkpoint`` once (its ``state_dict`` entry if present, ``module.`` prefixes
+    stripped), keeps the keys under ``prefix`` (with the prefix removed) if given, and raises
+    one ``CheckpointError`` naming the file when the prefix or the keys match nothing in the
+    module. Partial matches load as in mmengine, which logs the unmatched keys.
+    """
+
+    def __call__(self, module):
+        from mmengine.runner.checkpoint import _load_checkpoint
+        what = f'{self.prefix} in model' if self.prefix else 'model'
+        print_log(f'load {what} from: {self.checkpoint}', logger='current')
+        checkpoint = _load_checkpoint(self.checkpoint, map_location=self.map_location)
+        state_dict = checkpoint.get('state_dict', checkpoint)
+        metadata = getattr(state_dict, '_metadata', None)
+        state_dict = collections.OrderedDict(
+            zip(revise_keys_of(state_dict), state_dict.values()))
+        if metadata is not None:
+            state_dict._metadata = metadata  # per-module versions for _load_from_state_dict
+        if self.prefix:
+            prefix = self.prefix if self.prefix.endswith('.') else self.prefix + '.'
+            keys = list(state_dict)
+            state_dict = collections.OrderedDict(
+                (key[len(prefix):], value) for key, value in state_dict.items()
+                if key.startswith(prefix))
+            if not state_dict:
+                raise CheckpointError(f'no key of checkpoint {self.checkpoint} starts with the '
+                                      f'prefix {prefix!r}: its keys look like {_some(keys)}')
+        check_keys_match(module.state_dict().keys(), state_dict.keys(), self.checkpoint)
+        load_state_dict(module, state_dict, strict=False, logger='current')
+        if hasattr(module, '_params_init_info'):
+            update_init_info(module, init_info=self._get_init_info())
+
+
+def first_nonfinite_tensor(state_dict):
+    """``(key, number of NaN/inf values)`` of the first floating tensor with any, else None."""
+    for key, value in state_dict.items():
+        if (torch.is_tensor(value) and (value.is_floating_point() or value.is_complex())
+                and not torch.isfinite(value).all()):
+            return key, value.numel() - int(torch.isfinite(value).sum())
+    return None
 
 
 # ----------------------------------------------------------------------------------- writing

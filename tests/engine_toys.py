@@ -1,4 +1,5 @@
-"""Tiny deterministic components for the engine tests, loaded by configs via ``custom_imports``.
+"""Tiny deterministic components and fault injectors for the engine tests, loaded by configs via
+``custom_imports``.
 
 They register into mmengine's root registries, so configs whose default scope is mmdet, mmseg,
 localmim or none all find them.
@@ -113,3 +114,34 @@ class ToyKillDuringSaveHook(Hook):
             os.kill(os.getpid(), signal.SIGKILL)
 
         LocalBackend.put = put_half_then_die
+
+
+@HOOKS.register_module()
+class NaNImageHook(Hook):
+    """Turns the batch of training iteration ``at_iter`` (1-based) into float images and sets
+    one pixel of its first image to NaN, as a corrupt sample would."""
+
+    def __init__(self, at_iter):
+        self.at_iter = at_iter
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter + 1 != self.at_iter:
+            return
+        images = [image.float() for image in data_batch['inputs']]
+        images[0][0, 0, 0] = float('nan')
+        data_batch['inputs'] = images
+
+
+@HOOKS.register_module()
+class NaNWeightHook(Hook):
+    """After training iteration ``at_iter`` (1-based), sets one value of parameter ``name`` to
+    NaN (before the checkpoint of that iteration is written)."""
+
+    def __init__(self, at_iter, name):
+        self.at_iter, self.name = at_iter, name
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter + 1 == self.at_iter:
+            model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+            with torch.no_grad():
+                model.get_parameter(self.name).view(-1)[0] = float('nan')

@@ -1,7 +1,10 @@
 """Evaluate a checkpoint with an OpenMMLab config (default scope mmdet, mmseg, localmim, none).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl]
-                         [--show-dir DIR] [--cfg-options k=v ...] [--launcher ...]
+                         [--show-dir DIR] [--cfg-options k=v ...] [--launcher ...] [--debug]
+
+An error is printed as one line ``error: ...`` (exit status 1); ``--debug`` or
+``LOCALMIM_DEBUG=1`` shows its traceback.
 """
 import argparse
 
@@ -9,7 +12,8 @@ from mmengine.config import DictAction
 
 import localmim  # noqa: F401  (weights-only checkpoint loaders)
 import localmim.registry  # noqa: F401  (the localmim scope)
-from localmim.engine.launch import build_runner, load_config, set_local_rank_env
+from localmim.engine.launch import (build_runner, explain_unknown_types, load_config, run_tool,
+                                    set_local_rank_env)
 
 
 def parse_args(argv=None):
@@ -24,6 +28,8 @@ def parse_args(argv=None):
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--debug', action='store_true',
+                        help='show the traceback of an error (also LOCALMIM_DEBUG=1)')
     args = parser.parse_args(argv)
     set_local_rank_env(args.local_rank)
     return args
@@ -59,9 +65,10 @@ def main(argv=None):
         add_dump_metric(cfg, args.out)
     if args.show_dir is not None:
         enable_drawing(cfg, args.show_dir)
-    runner = build_runner(cfg)
-    return runner.test()
+    with explain_unknown_types(cfg, args.config):
+        runner = build_runner(cfg)
+        return runner.test()
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

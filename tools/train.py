@@ -2,10 +2,12 @@
 
     python tools/train.py CONFIG [--work-dir DIR] [--amp] [--auto-scale-lr] [--resume [CKPT]]
                                  [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
+                                 [--debug]
 
 ``--resume`` alone resumes from the work dir's latest checkpoint; with a path, from that file.
 The runner is the config's ``runner_type``, by default ``localmim.Runner`` (atomic,
-weights-only-loadable checkpoints; gloo on machines without CUDA).
+weights-only-loadable checkpoints; gloo on machines without CUDA). An error is printed as one
+line ``error: ...`` (exit status 1); ``--debug`` or ``LOCALMIM_DEBUG=1`` shows its traceback.
 """
 import argparse
 
@@ -14,7 +16,8 @@ from mmengine.logging import print_log
 
 import localmim  # noqa: F401  (weights-only checkpoint loaders)
 import localmim.registry  # noqa: F401  (the localmim scope)
-from localmim.engine.launch import build_runner, load_config, set_local_rank_env
+from localmim.engine.launch import (build_runner, explain_unknown_types, load_config, run_tool,
+                                    set_local_rank_env)
 
 
 def parse_args(argv=None):
@@ -32,6 +35,8 @@ def parse_args(argv=None):
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--debug', action='store_true',
+                        help='show the traceback of an error (also LOCALMIM_DEBUG=1)')
     args = parser.parse_args(argv)
     set_local_rank_env(args.local_rank)
     return args
@@ -67,9 +72,10 @@ def main(argv=None):
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    runner = build_runner(cfg)
-    runner.train()
+    with explain_unknown_types(cfg, args.config):
+        runner = build_runner(cfg)
+        runner.train()
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

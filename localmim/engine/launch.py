@@ -1,9 +1,22 @@
-"""Config loading and runner building shared by ``tools/train.py`` and ``tools/test.py``."""
+"""Config loading, runner building and error reporting shared by ``tools/train.py`` and
+``tools/test.py``.
+
+The tools report a failure as one line ``error: <message>`` and exit status 1
+(:func:`run_tool`); ``--debug`` or ``LOCALMIM_DEBUG=1`` shows the traceback instead. A config
+``type`` that no registry holds is reported with the config key that names it and the closest
+registered names (:func:`explain_unknown_types`).
+"""
+import collections
+import contextlib
+import difflib
 import os
 import os.path as osp
+import re
+import sys
 
 from mmengine.config import Config
-from mmengine.registry import RUNNERS
+from mmengine.registry import RUNNERS, Registry
+from mmengine.registry import root as mmengine_root
 
 DEFAULT_RUNNER_TYPE = 'localmim.Runner'
 
@@ -40,3 +53,115 @@ def set_local_rank_env(local_rank):
     """Export ``--local-rank`` (given by the legacy ``torch.distributed.launch``) as LOCAL_RANK."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(local_rank)
+
+
+# ------------------------------------------------------------------------------ error reports
+class UnknownTypeError(KeyError):
+    """A config's ``type`` that no registry holds; the message suggests the closest names."""
+
+    def __str__(self):
+        return str(self.args[0])
+
+
+_REGISTRY_MISS = re.compile(r'(?P<type>\S+) is not in the (?P<scope>[\w.]+)::(?P<name>[\w ]+?) '
+                            r'registry')
+
+
+@contextlib.contextmanager
+def explain_unknown_types(cfg=None, config_path=None):
+    """Turn mmengine's ``'X is not in the S::N registry ...'`` KeyError raised inside the block
+    into an :class:`UnknownTypeError` naming the config key(s) that give ``type='X'`` and the
+    closest registered names, e.g. ``unknown type "VisionTransformr" at model.encoder.type in
+    cfg.py (not in the localmim::model registry): did you mean "localmim.VisionTransformer"?``
+    """
+    try:
+        yield
+    except KeyError as error:
+        found = _REGISTRY_MISS.search(str(error.args[0]) if error.args else '')
+        if found is None or isinstance(error, UnknownTypeError):
+            raise
+        obj_type, scope, name = found.group('type', 'scope', 'name')
+        tree = cfg.to_dict() if isinstance(cfg, Config) else cfg
+        keys = _type_keys(tree, obj_type) if tree is not None else []
+        where = ''
+        if keys:
+            where = ' at ' + ', '.join(key for key, _ in keys)
+            where += f' in {config_path}' if config_path else ''
+        message = (f'unknown type "{keys[0][1] if keys else obj_type}"{where} (not in the '
+                   f'{scope}::{name} registry): {_suggestion(obj_type, name)}')
+        raise UnknownTypeError(message) from error
+
+
+def _type_keys(cfg, obj_type, path=''):
+    """(dotted path, value) of the ``type`` entries of ``cfg`` that name ``obj_type`` (also
+    without the scope prefix that ``localmim.registry.build_model`` adds)."""
+    if isinstance(cfg, dict):
+        value = cfg.get('type')
+        names = isinstance(value, str) and (value == obj_type or obj_type.endswith('.' + value))
+        found = [(f'{path}type', value)] if names else []
+        for key, value in cfg.items():
+            found += _type_keys(value, obj_type, f'{path}{key}.')
+        return found
+    if isinstance(cfg, (list, tuple)):
+        return [key for i, value in enumerate(cfg)
+                for key in _type_keys(value, obj_type, f'{path[:-1]}[{i}].')]
+    return []
+
+
+def _suggestion(obj_type, name):
+    """'did you mean "A" or "B"?' over every registry of the tree of the registry that missed
+    (mmengine's root registry ``name`` and its descendants: localmim, mmdet, ... children).
+    Names of scoped registries are given with their scope, which works in any default scope."""
+    root = next((r for r in vars(mmengine_root).values()
+                 if isinstance(r, Registry) and r.name == name), None)
+    if root is None:
+        return 'no registry of that name to suggest from'
+    spellings = collections.defaultdict(list)  # registered name -> how a config can write it
+    for registry in _registry_tree(root):
+        registry.import_from_location()
+        for registered in registry.module_dict:
+            scoped = registry is not root
+            spellings[registered].append(f'{registry.scope}.{registered}' if scoped else registered)
+    bare_type = obj_type.rsplit('.', 1)[-1]
+    close = difflib.get_close_matches(bare_type, list(spellings), n=3, cutoff=0.6)
+    options = [spelling for registered in close for spelling in sorted(spellings[registered])][:3]
+    if not options:
+        return 'no registered name is close to it'
+    return 'did you mean ' + ' or '.join(f'"{option}"' for option in options) + '?'
+
+
+def _registry_tree(registry):
+    """``registry`` and all its descendants."""
+    found = [registry]
+    for child in registry.children.values():
+        found += _registry_tree(child)
+    return found
+
+
+def error_message(error):
+    """One line describing ``error``: its message with whitespace collapsed; for an error
+    re-raised from a DataLoader worker, the original exception's message."""
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    if 'Original Traceback (most recent call last)' in text:
+        head, _, trace = text.partition('Original Traceback (most recent call last)')
+        last = [line for line in trace.splitlines() if line and not line[0].isspace()]
+        if last:
+            where = head.strip().removeprefix('Caught ').split(' in ', 1)[-1].rstrip('.')
+            text = f'{last[-1].split(": ", 1)[-1]} (in {where})'
+    text = ' '.join(text.split())
+    return text or type(error).__name__
+
+
+def run_tool(main, argv=None):
+    """Run a command line tool's ``main(argv)``. An exception is reported as one line
+    ``error: <message>`` on stderr and exit status 1; with ``--debug`` among the arguments or
+    ``LOCALMIM_DEBUG=1`` it propagates with its traceback instead."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = '--debug' in argv or os.environ.get('LOCALMIM_DEBUG', '0') not in ('', '0')
+    try:
+        return main(argv)
+    except Exception as error:  # noqa: BLE001 (reported, not swallowed: exit status 1)
+        if debug:
+            raise
+        print(f'error: {error_message(error)}', file=sys.stderr, flush=True)
+        sys.exit(1)

@@ -75,7 +75,10 @@ def relative_position_index(height, width, with_cls=False):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention over [B, N, dim] with fused SDPA.
+    """Multi-head self-attention over [B, N, dim] or [B, G, N, dim] with fused SDPA.
+
+    With a group axis G (e.g. Swin's packed windows) each group attends within itself; groups
+    are folded into the head axis, so SDPA sees one 4-D problem and a 4-D mask (its fast path).
 
     Args:
         rel_pos_grid: (h, w) of the token grid for a learned relative position bias
@@ -102,25 +105,34 @@ class Attention(nn.Module):
                                  relative_position_index(h, w, rel_pos_cls), persistent=False)
 
     def relative_position_bias(self, index=None):
-        """Bias [heads, N, M] looked up at ``index`` [N, M] (default: the whole grid)."""
+        """Bias [..., heads, N, M] looked up at ``index`` [..., N, M] (default: the whole grid)."""
         index = self.relative_position_index if index is None else index
-        return self.relative_position_bias_table[index].permute(2, 0, 1)
+        # index_select: its backward is an index_add, several times faster on GPU than indexing's
+        bias = self.relative_position_bias_table.index_select(0, index.reshape(-1))
+        return bias.view(*index.shape, -1).movedim(-1, -3)
 
-    def forward(self, x, attn_bias=None):
-        """x: [B, N, dim]; attn_bias: additive float or boolean (True = attend) mask broadcastable
-        to [B, heads, N, N], added to the table's bias when both exist. Returns [B, N, dim]."""
-        B, N, C = x.shape
-        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+    def forward(self, x, attn_bias=None, rel_pos_index=None):
+        """x: [B, N, dim] or [B, G, N, dim]. attn_bias: additive float or boolean (True = attend)
+        mask broadcastable to [B, heads, N, N] (grouped: to [G, heads, N, N], shared by the batch),
+        added to the table's bias when both exist. rel_pos_index: table index [N, N] or [G, N, N]
+        (default: the whole ``rel_pos_grid``). Returns x's shape."""
+        *lead, N, C = x.shape
+        groups = len(lead) == 2
+        qkv = self.qkv(x).view(*lead, N, 3, self.num_heads, C // self.num_heads)
+        q, k, v = qkv.movedim(-3, 0).transpose(-3, -2).flatten(2, -3)  # each [B, (G*)heads, N, d]
+        if attn_bias is not None and attn_bias.dtype == torch.bool and (self.rel_pos_grid is not None or groups):
+            attn_bias = torch.zeros_like(attn_bias, dtype=q.dtype).masked_fill(~attn_bias, -math.inf)
         if self.rel_pos_grid is not None:
-            bias = self.relative_position_bias().to(q.dtype)
-            if attn_bias is not None:
-                if attn_bias.dtype == torch.bool:
-                    attn_bias = torch.zeros_like(attn_bias, dtype=q.dtype).masked_fill(~attn_bias, -math.inf)
-                bias = bias + attn_bias
-            attn_bias = bias
+            bias = self.relative_position_bias(rel_pos_index).to(q.dtype)
+            attn_bias = bias if attn_bias is None else bias + attn_bias
+        if groups and attn_bias is not None:
+            attn_bias = attn_bias.expand(lead[1], self.num_heads, N, N).flatten(0, 1)
+        if attn_bias is not None and attn_bias.dim() < 4:
+            attn_bias = attn_bias.view((1,) * (4 - attn_bias.dim()) + attn_bias.shape)  # SDPA's fast path
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias,
                                            dropout_p=self.attn_drop if self.training else 0.)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
+        x = x.view(*lead, self.num_heads, N, C // self.num_heads).transpose(-3, -2)
+        return self.proj_drop(self.proj(x.reshape(*lead, N, C)))
 
 
 class Block(nn.Module):
@@ -142,19 +154,20 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x, attn_bias=None):
-        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_bias)))
+    def forward(self, x, attn_bias=None, rel_pos_index=None):
+        """x: [B, N, dim] or [B, G, N, dim]; see :meth:`Attention.forward` for the rest."""
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_bias, rel_pos_index)))
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
 
 class PatchEmbed(nn.Module):
     """Non-overlapping patches -> tokens: [B, C, H, W] -> [B, (H/p)(W/p), dim] via ``proj`` conv."""
 
-    def __init__(self, patch_size=16, in_chans=3, embed_dim=768, norm=False):
+    def __init__(self, patch_size=16, in_chans=3, embed_dim=768, norm=False, norm_eps=1e-6):
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size)
-        self.norm = nn.LayerNorm(embed_dim) if norm else nn.Identity()
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if norm else nn.Identity()
 
     def grid_size(self, height, width):
         p = self.patch_size

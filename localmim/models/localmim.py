@@ -9,10 +9,12 @@ The encoder is any backbone with ``forward_intermediates(x, indices, mask, detac
 ``feature_info(indices)``, ``img_size`` and ``num_prefix_tokens`` (ViT: per-sample random mask on
 its patch grid; Swin: one mask per batch on 32 px units, masked tokens dropped).
 """
+import logging
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.logging import MessageHub
+from mmengine.logging import MessageHub, print_log
 from mmengine.model import BaseModel
 from mmengine.structures import BaseDataElement
 
@@ -71,7 +73,8 @@ class LocalMIM(BaseModel):
         mask_unit: mask cell in pixels (default: the encoder's patch size; 32 for Swin).
         mask_per_sample: a fresh mask per image (ViT) or one per batch (Swin).
         isolate_gradients: each encoder segment is trained only by its own tap's loss.
-        nonfinite: 'raise' (stop naming the iteration and the scale) or 'skip' the update.
+        nonfinite: 'raise' (stop naming the iteration and the scale) or 'skip' the update (a
+            warning; the skipped iteration logs its non-finite losses as 0).
     """
 
     def __init__(self, encoder, taps, target, decoder=None, mask_ratio=0.75, mask_unit=None,
@@ -110,6 +113,9 @@ class LocalMIM(BaseModel):
     def get_mask(self, images, data_samples=None):
         """Bool [B, H/unit, W/unit], True = masked: from ``data_sample.mask`` if given, else random."""
         B, _, H, W = images.shape
+        if H % self.mask_unit or W % self.mask_unit:
+            raise ValueError(f'input size {H}x{W} is not divisible by the mask unit of '
+                             f'{self.mask_unit} px')
         grid = (H // self.mask_unit, W // self.mask_unit)
         if data_samples and all('mask' in s for s in data_samples):
             mask = torch.stack([torch.as_tensor(s.mask, device=images.device) for s in data_samples]).bool()
@@ -126,10 +132,13 @@ class LocalMIM(BaseModel):
 
     def forward_decoders(self, feats, mask):
         """Per-scale predictions [B, C_s, h_s, w_s] from the visible features."""
+        num_visible = int((~mask[0]).sum())  # the one host sync of a step (equal for every sample)
         preds = []
         for feat, decoder in zip(feats, self.decoders):
-            visible = resize_mask(mask, decoder.grid_size).flatten(1) < 0.5
-            index = torch.nonzero(visible)[:, 1].view(visible.shape[0], -1)
+            masked = resize_mask(mask, decoder.grid_size).flatten(1)
+            repeat = masked.shape[1] // mask[0].numel()
+            # visible positions in raster order: a stable sort puts the zeros (visible) first
+            index = masked.to(torch.uint8).argsort(dim=1, stable=True)[:, :num_visible * repeat]
             preds.append(decoder(feat, index))
         return preds
 
@@ -177,11 +186,13 @@ class LocalMIM(BaseModel):
         bad = [k for k, v in losses.items() if not torch.isfinite(v).all()]
         if bad:
             it = MessageHub.get_current_instance().get_info('iter', -1) + 1
+            values = ', '.join(f'{k}={losses[k].item()}' for k in bad)
             if self.nonfinite == 'raise':
-                raise FloatingPointError(f'non-finite LocalMIM loss at iteration {it}: '
-                                         + ', '.join(f'{k}={losses[k].item()}' for k in bad))
+                raise FloatingPointError(f'non-finite LocalMIM loss at iteration {it}: {values}')
+            print_log(f'skipped the update of iteration {it}: non-finite LocalMIM loss {values} '
+                      "(model.nonfinite='skip')", logger='current', level=logging.WARNING)
             optim_wrapper.zero_grad()
-            return {k: v.detach().nan_to_num() for k, v in losses.items()}
+            return self.parse_losses({k: v.detach().nan_to_num() for k, v in losses.items()})[1]
         parsed, log_vars = self.parse_losses(losses)
         optim_wrapper.update_params(parsed)
         return log_vars

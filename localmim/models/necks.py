@@ -9,7 +9,6 @@ extra stride-2 level for the RPN. LocalMIM/BEiT segmentation: level i from tappe
 """
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 
 from ..registry import MODELS
@@ -19,8 +18,9 @@ from .layers import LayerNorm2d, rescale_layers
 def build_norm2d(norm_cfg, channels):
     """Channels-first norm: ``dict(type='LN2d')`` (LayerNorm over channels) or any mmcv norm."""
     cfg = dict(norm_cfg)
-    if cfg.pop('type') == 'LN2d':
+    if cfg.pop('type') in ('LN2d', 'localmim.LN2d'):
         return LayerNorm2d(channels, **cfg)
+    from mmcv.cnn import build_norm_layer  # mmcv only when another norm is asked for
     return build_norm_layer(dict(norm_cfg), channels)[1]
 
 

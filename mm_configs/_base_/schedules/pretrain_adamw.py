@@ -10,3 +10,6 @@ optim_wrapper = dict(
 )
 auto_scale_lr = dict(enable=True, base_batch_size=256)
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=1600)
+# Reseed every iteration from (seed, rank, iteration) so that a resumed run draws the same masks
+# as an uninterrupted one (mmengine checkpoints keep no random generator states).
+custom_hooks = [dict(type='localmim.IterationSeedHook')]

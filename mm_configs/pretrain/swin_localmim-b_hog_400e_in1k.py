@@ -1,0 +1,18 @@
+# LocalMIM Swin-B, HOG target, 400 epochs on ImageNet-1k: the release's recipe.
+# Total batch 2048 (8 GPUs x 256); lr = 1e-4 * 2048 / 256 through auto_scale_lr; 40 warm-up
+# epochs (per iteration) then cosine to 0.
+_base_ = [
+    '../_base_/models/swin_localmim-b.py',
+    '../_base_/datasets/imagenet_pretrain.py',
+    '../_base_/schedules/pretrain_adamw.py',
+    '../_base_/default_runtime.py',
+]
+epochs, warmup_epochs, base_lr, min_lr = 400, 40, 1e-4, 0.
+
+optim_wrapper = dict(optimizer=dict(lr=base_lr))
+train_cfg = dict(max_epochs=epochs)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=warmup_epochs, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', T_max=epochs - warmup_epochs, eta_min=min_lr, by_epoch=True,
+         begin=warmup_epochs, end=epochs, convert_to_iter_based=True),
+]
