@@ -6,31 +6,14 @@ import os.path as osp
 import subprocess
 import sys
 
-import pytest
 from _data_helpers import write_tiny_fashion_mnist
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-import localmim.models
 from localmim.datasets.fmnist_canvas import write_fmnist_canvas_dataset
 
 TESTS_DIR = osp.dirname(osp.abspath(__file__))
 REPO_DIR = osp.dirname(TESTS_DIR)
-# TRANSITIONAL: the Swin cases run once branch `swin` (localmim.SwinTransformer) is merged
-needs_swin = pytest.mark.skipif(not hasattr(localmim.models, 'SwinTransformer'),
-                                reason='localmim.SwinTransformer is not merged yet')
-
-
-def available(configs):
-    """``configs`` ({kind: config}) without the Swin ones while Swin is not merged."""
-    return {k: v for k, v in configs.items() if k != 'swin' or hasattr(localmim.models, 'SwinTransformer')}
-
-
-def kinds(configs):
-    """pytest params of the kinds of ``configs``, Swin marked :data:`needs_swin`."""
-    return [pytest.param(k, marks=needs_swin) if k == 'swin' else k for k in sorted(configs)]
-
-
 # a run that only checks the plumbing: 2 iterations of batch 2, validation right after
 SHORT_RUN = ['train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'train_dataloader.batch_size=2',
              'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0', 'test_dataloader.num_workers=0',
