@@ -43,10 +43,10 @@ TASKS = [
     ('UperNet', 'mm_configs/ade20k/upernet_vit-tiny_fmnist-canvas.py', ['mIoU'], 'canvas'),
 ]
 # Sizes at --scale 1, chosen to fit 15 minutes on 2 cores (expected seconds drive the ETA).
-SIZES = dict(pretrain_samples=12800, pretrain_epochs=4, cls_train_samples=6000, cls_val_samples=2000,
-             probe_epochs=3, finetune_epochs=2, canvas_train=300, canvas_val=60, det_iters=150, seg_iters=150)
-EXPECTED_SECONDS = dict(data=10, pretrain=170, convert=5, **{'linear probe': 35, 'fine-tune': 45,
-                                                             'Mask R-CNN': 75, 'UperNet': 45, 'pictures': 15})
+SIZES = dict(pretrain_samples=6400, pretrain_epochs=3, cls_train_samples=6000, cls_val_samples=2000,
+             probe_epochs=2, finetune_epochs=2, canvas_train=300, canvas_val=60, det_iters=60, seg_iters=80)
+EXPECTED_SECONDS = dict(data=12, pretrain=110, convert=6, **{'linear probe': 40, 'fine-tune': 50,
+                                                             'Mask R-CNN': 65, 'UperNet': 50, 'pictures': 15})
 
 
 def parse_args():
@@ -181,6 +181,7 @@ def main():
 
     progress.begin('Fashion-MNIST canvases in COCO and ADE20K format')
     canvas_root = work / 'data' / 'fmnist_canvas'
+    os.environ['FMNIST_CANVAS_ROOT'] = str(canvas_root)  # the canvas configs read it
     run(['tools/make_fmnist_detection.py', '--out', str(canvas_root), '--num-train', str(sizes['canvas_train']),
          '--num-val', str(sizes['canvas_val']), '--data-root', data_root, '--seed', '0'], work / 'data.log')
     times['data'] = progress.end('data')
@@ -188,10 +189,12 @@ def main():
     for name, config in PRETRAIN.items():
         progress.begin(f'pretrain {name}: {config}')
         wd = work / f'pretrain_{name}'
+        epochs = sizes['pretrain_epochs']
         run(['tools/train.py', config, '--work-dir', str(wd), '--cfg-options',
              f'train_dataloader.dataset.data_root={data_root}',
-             f'train_dataloader.dataset.num_samples={sizes["pretrain_samples"]}',
-             f'train_cfg.max_epochs={sizes["pretrain_epochs"]}'], wd.with_suffix('.log'), progress, 'pretrain')
+             f'train_dataloader.dataset.num_samples={sizes["pretrain_samples"]}', f'train_cfg.max_epochs={epochs}',
+             f'param_scheduler.1.T_max={max(epochs - 1, 1)}', f'param_scheduler.1.end={epochs}'],
+            wd.with_suffix('.log'), progress, 'pretrain')
         times[('pretrain', name)] = progress.end('pretrain')
         iter_times = train_times(wd)[2:]  # skip warm-up iterations
         batch = 64
@@ -207,13 +210,13 @@ def main():
         times[('convert', name)] = progress.end('convert')
 
     for name in PRETRAIN:
-        for task, config, keys, kind in TASKS:
+        for task, config, keys, _ in TASKS:
             progress.begin(f'{task} from {name}: {config}')
             length = {'linear probe': sizes['probe_epochs'], 'fine-tune': sizes['finetune_epochs'],
                       'Mask R-CNN': sizes['det_iters'], 'UperNet': sizes['seg_iters']}[task]
             wd = work / f'{task.replace(" ", "-").lower()}_{name}'
             run(['tools/train.py', config, '--work-dir', str(wd), '--cfg-options',
-                 *task_options(kind, sizes, data_root, canvas_root, backbones[name], length)],
+                 *task_options(task, sizes, data_root, backbones[name], length)],
                 wd.with_suffix('.log'), progress, task)
             times[(task, name)] = progress.end(task)
             scalars = last_scalars(wd)
