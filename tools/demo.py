@@ -68,9 +68,9 @@ class Progress:
 
     def eta(self, stage_elapsed=0.0, stage_expected=0.0):
         elapsed = time.time() - self.start
-        speed = elapsed / max(self.expected_done + min(stage_elapsed, stage_expected), 1e-6)
-        remaining = (self.total - self.expected_done - min(stage_elapsed, stage_expected)) * speed
-        return elapsed, remaining
+        done = self.expected_done + min(stage_elapsed, stage_expected)
+        speed = elapsed / done if done > 5 else 1.0  # this machine vs the expected stage lengths
+        return elapsed, (self.total - done) * speed
 
     def begin(self, title):
         elapsed, remaining = self.eta()
@@ -133,21 +133,24 @@ def train_times(work_dir):
     return times
 
 
-def task_options(kind, sizes, data_root, canvas_root, backbone, epochs_or_iters):
-    """--cfg-options for one downstream task."""
+def task_options(task, sizes, data_root, backbone, length):
+    """--cfg-options for one downstream task of ``length`` epochs (classification) or iterations:
+    the pretrained backbone, the data, and the schedule shortened to that length."""
     init = ['model.backbone.init_cfg.type=Pretrained', f'model.backbone.init_cfg.checkpoint={backbone}',
             'model.backbone.init_cfg.prefix=backbone.']
-    if kind == 'classification':
+    if task in ('linear probe', 'fine-tune'):  # 1 warm-up epoch, then cosine to the end
         return init + [
             f'train_dataloader.dataset.data_root={data_root}', f'val_dataloader.dataset.data_root={data_root}',
             f'test_dataloader.dataset.data_root={data_root}',
             f'train_dataloader.dataset.num_samples={sizes["cls_train_samples"]}',
             f'val_dataloader.dataset.num_samples={sizes["cls_val_samples"]}',
-            f'train_cfg.max_epochs={epochs_or_iters}', f'train_cfg.val_interval={epochs_or_iters}']
-    return init + [
-        f'train_dataloader.dataset.data_root={canvas_root}', f'val_dataloader.dataset.data_root={canvas_root}',
-        f'test_dataloader.dataset.data_root={canvas_root}',
-        f'train_cfg.max_iters={epochs_or_iters}', f'train_cfg.val_interval={epochs_or_iters}']
+            f'train_cfg.max_epochs={length}', f'train_cfg.val_interval={length}', f'param_scheduler.1.end={length}']
+    warmup = max(1, min(50, length // 5))
+    options = init + [f'train_cfg.max_iters={length}', f'train_cfg.val_interval={length}',
+                      f'param_scheduler.0.end={warmup}', f'param_scheduler.1.end={length}']
+    if task == 'Mask R-CNN':  # step decay at 80% and 95%
+        return options + [f'param_scheduler.1.milestones=[{int(0.8 * length)},{int(0.95 * length)}]']
+    return options + [f'param_scheduler.1.begin={warmup}']  # UperNet: poly after the warm-up
 
 
 def main():
