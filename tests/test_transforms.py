@@ -146,3 +146,23 @@ def test_pack_inputs():
     assert sample.img_path == 'p.jpg' and sample.img_shape == (6, 5) and 'other' not in sample.metainfo_keys()
     tensor = torch.randn(3, 4, 4)
     assert PackInputs()(dict(img=tensor))['inputs'] is tensor
+
+
+def test_finetune_randaugment_of_the_configs_runs_with_this_pillow():
+    """timm's increasing Posterize at magnitude 10 asks Pillow for 0 bits, which Pillow >= 10
+    refuses; the configs clip the magnitude at 9. Forced to the top magnitude with Posterize
+    as the only op, the release's string fails and the configs' strings do not."""
+    from mmengine.config import Config
+    from timm.data.auto_augment import rand_augment_transform
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+
+    def at_top_magnitude(config_str):
+        config_str = config_str.replace('-m9', '-m10').replace('-mstd0.5', '') + '-n1-p1'
+        return rand_augment_transform(config_str, {}, transforms=['PosterizeIncreasing'])
+
+    with pytest.raises(ValueError, match='bits'):
+        at_top_magnitude('rand-m9-mstd0.5-inc1')(image)
+    for path in ('mm_configs/imagenet/_base_/fashion_mnist.py', 'mm_configs/imagenet/_base_/imagenet_finetune.py'):
+        timm_cfg = next(t for t in Config.fromfile(path).train_pipeline if 'TimmTransform' in t['type'])
+        at_top_magnitude(timm_cfg['auto_augment'])(image)

@@ -2,9 +2,11 @@
 # upscaled to 64x64 (divisible by the tiny ViT's patch 8) by timm's transforms, normalised.
 data_root = '/usr/share/datasets/fashion-mnist'
 mean, std = (0.286, 0.286, 0.286), (0.353, 0.353, 0.353)
+# RandAugment rand-m9-mstd0.5-inc1 as the release, with the magnitude clipped at 9 (mmax9): at 10,
+# timm's increasing Posterize asks Pillow >= 10 for 0 bits, which it refuses with an error.
 train_pipeline = [
     dict(type='localmim.TimmTransform', input_size=64, is_training=True, scale=(0.5, 1.0), hflip=0.5,
-         color_jitter=None, auto_augment='rand-m9-mstd0.5-inc1', interpolation='bicubic', re_prob=0.25,
+         color_jitter=None, auto_augment='rand-m9-mstd0.5-inc1-mmax9', interpolation='bicubic', re_prob=0.25,
          re_mode='pixel', re_count=1, mean=mean, std=std),
     dict(type='localmim.PackInputs'),
 ]

@@ -3,10 +3,12 @@
 # Images come already normalised from timm's transform, so the data preprocessor only stacks them.
 data_root = 'data/imagenet'  # data_root/train/<class>/*.JPEG, data_root/val/<class>/*.JPEG
 mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# RandAugment rand-m9-mstd0.5-inc1 as the release, with the magnitude clipped at 9 (mmax9): at 10,
+# timm's increasing Posterize asks Pillow >= 10 for 0 bits, which it refuses with an error.
 train_pipeline = [
     dict(type='localmim.LoadImage'),
     dict(type='localmim.TimmTransform', input_size=224, is_training=True, color_jitter=None,
-         auto_augment='rand-m9-mstd0.5-inc1', interpolation='bicubic', re_prob=0.25, re_mode='pixel',
+         auto_augment='rand-m9-mstd0.5-inc1-mmax9', interpolation='bicubic', re_prob=0.25, re_mode='pixel',
          re_count=1, mean=mean, std=std),
     dict(type='localmim.PackInputs'),
 ]
