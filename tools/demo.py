@@ -44,9 +44,11 @@ TASKS = [
 ]
 # Sizes at --scale 1, chosen to fit 15 minutes on 2 cores (expected seconds drive the ETA).
 SIZES = dict(pretrain_samples=6400, pretrain_epochs=3, cls_train_samples=6000, cls_val_samples=2000,
-             probe_epochs=2, finetune_epochs=2, canvas_train=300, canvas_val=60, det_iters=60, seg_iters=80)
-EXPECTED_SECONDS = dict(data=12, pretrain=110, convert=6, **{'linear probe': 40, 'fine-tune': 50,
-                                                             'Mask R-CNN': 65, 'UperNet': 50, 'pictures': 15})
+             probe_epochs=4, finetune_epochs=3, canvas_train=300, canvas_val=60, det_iters=60, seg_iters=80)
+SMALLEST = dict(pretrain_samples=64, pretrain_epochs=2, cls_train_samples=256, cls_val_samples=64, probe_epochs=2,
+                finetune_epochs=2, canvas_train=8, canvas_val=8, det_iters=2, seg_iters=2)  # for --scale < 1
+EXPECTED_SECONDS = dict(data=8, pretrain=85, convert=6, **{'linear probe': 60, 'fine-tune': 100,
+                                                           'Mask R-CNN': 70, 'UperNet': 42, 'pictures': 17})
 
 
 def parse_args():
@@ -109,8 +111,10 @@ def run(cmd, log_path, progress=None, kind=None):
                 print(f'      {step.group(0) if step else ""} loss {loss.group(1) if loss else "?"}{stage_eta}',
                       flush=True)
         if proc.wait():
-            tail = ''.join(open(log_path).readlines()[-15:])
-            raise SystemExit(f'error: {" ".join(cmd[:2])} failed (log: {log_path}):\n{tail}')
+            lines = open(log_path).read().splitlines()
+            errors = [line for line in lines if line.startswith('error:') or 'Error' in line.split(':')[0]]
+            raise SystemExit(f'error: {" ".join(cmd[:2])} failed (log: {log_path}): '
+                             + (errors[-1] if errors else '\n'.join(lines[-15:])))
 
 
 def last_scalars(work_dir):
@@ -157,8 +161,7 @@ def main():
     args = parse_args()
     work = Path(args.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    sizes = {k: max(1, round(v * args.scale)) if k not in ('canvas_val',) else max(8, round(v * args.scale))
-             for k, v in SIZES.items()}
+    sizes = {k: max(SMALLEST[k], round(v * args.scale)) for k, v in SIZES.items()}
 
     from localmim.datasets.fashion_mnist import find_fashion_mnist_file
     data_root, data_note = args.data_root, f'Fashion-MNIST ({args.data_root})'
@@ -199,7 +202,8 @@ def main():
              f'param_scheduler.1.T_max={max(epochs - 1, 1)}', f'param_scheduler.1.end={epochs}'],
             wd.with_suffix('.log'), progress, 'pretrain')
         times[('pretrain', name)] = progress.end('pretrain')
-        iter_times = train_times(wd)[2:]  # skip warm-up iterations
+        iter_times = train_times(wd)
+        iter_times = iter_times[2:] or iter_times  # skip warm-up iterations when there are more
         batch = 64
         speeds[name] = batch * len(iter_times) / sum(iter_times) if iter_times else float('nan')
 
