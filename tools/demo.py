@@ -44,10 +44,10 @@ TASKS = [
 ]
 # Sizes at --scale 1, chosen to fit 15 minutes on 2 cores (expected seconds drive the ETA).
 SIZES = dict(pretrain_samples=6400, pretrain_epochs=3, cls_train_samples=6000, cls_val_samples=2000,
-             probe_epochs=4, finetune_epochs=3, canvas_train=300, canvas_val=60, det_iters=60, seg_iters=80)
+             probe_epochs=3, finetune_epochs=2, canvas_train=300, canvas_val=60, det_iters=60, seg_iters=80)
 SMALLEST = dict(pretrain_samples=64, pretrain_epochs=2, cls_train_samples=256, cls_val_samples=64, probe_epochs=2,
                 finetune_epochs=2, canvas_train=8, canvas_val=8, det_iters=2, seg_iters=2)  # for --scale < 1
-EXPECTED_SECONDS = dict(data=8, pretrain=85, convert=6, **{'linear probe': 60, 'fine-tune': 100,
+EXPECTED_SECONDS = dict(data=8, pretrain=85, convert=6, **{'linear probe': 50, 'fine-tune': 75,
                                                            'Mask R-CNN': 70, 'UperNet': 42, 'pictures': 17})
 
 
