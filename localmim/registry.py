@@ -36,7 +36,7 @@ def _child(name, parent, locations):
 
 
 MODELS = _child('model', MMENGINE_MODELS, ['localmim.models'])
-MODEL_WRAPPERS = _child('model_wrapper', MMENGINE_MODEL_WRAPPERS, ['localmim.models'])
+MODEL_WRAPPERS = _child('model_wrapper', MMENGINE_MODEL_WRAPPERS, ['localmim.engine'])
 WEIGHT_INITIALIZERS = _child('weight initializer', MMENGINE_WEIGHT_INITIALIZERS, ['localmim.models'])
 DATASETS = _child('dataset', MMENGINE_DATASETS, ['localmim.datasets'])
 DATA_SAMPLERS = _child('data sampler', MMENGINE_DATA_SAMPLERS, ['localmim.datasets'])

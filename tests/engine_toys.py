@@ -119,17 +119,57 @@ class ToyKillDuringSaveHook(Hook):
 @HOOKS.register_module()
 class NaNImageHook(Hook):
     """Turns the batch of training iteration ``at_iter`` (1-based) into float images and sets
-    one pixel of its first image to NaN, as a corrupt sample would."""
+    one pixel of its first image to NaN, as a corrupt sample would; on ``ranks`` only (default:
+    every rank)."""
 
-    def __init__(self, at_iter):
-        self.at_iter = at_iter
+    def __init__(self, at_iter, ranks=None):
+        self.at_iter, self.ranks = at_iter, ranks
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
-        if runner.iter + 1 != self.at_iter:
+        if runner.iter + 1 != self.at_iter or (self.ranks is not None and get_rank() not in self.ranks):
             return
         images = [image.float() for image in data_batch['inputs']]
         images[0][0, 0, 0] = float('nan')
         data_batch['inputs'] = images
+
+
+@HOOKS.register_module()
+class ToyKillAtIterHook(Hook):
+    """SIGKILLs the process right after training iteration ``at_iter`` (1-based) is logged."""
+    priority = 'LOWEST'
+
+    def __init__(self, at_iter):
+        self.at_iter = at_iter
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter + 1 == self.at_iter:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@HOOKS.register_module()
+class GradOverflowHook(Hook):
+    """Makes the gradient of parameter ``name`` infinite in training iteration ``at_iter``
+    (1-based), as an fp16 overflow would, and records the loss scale and that parameter before
+    and after each iteration in ``self.records``: [(iteration, scale before, scale after,
+    parameter before, parameter after)]."""
+
+    def __init__(self, at_iter, name):
+        self.at_iter, self.name, self.records = at_iter, name, []
+
+    def _param(self, runner):
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        return model.get_parameter(self.name)
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        param = self._param(runner)
+        self._before = (runner.optim_wrapper.loss_scaler.get_scale(), param.detach().clone())
+        if runner.iter + 1 == self.at_iter:
+            handle = param.register_hook(lambda grad: (handle.remove(), grad * float('inf'))[1])
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        scale, param = self._before
+        self.records.append((runner.iter + 1, scale, runner.optim_wrapper.loss_scaler.get_scale(),
+                             param, self._param(runner).detach().clone()))
 
 
 @HOOKS.register_module()

@@ -37,6 +37,8 @@ CONFIGS = osp.join(TESTS_DIR, 'configs')
 TINY = osp.join(CONFIGS, 'localmim_tiny_resume.py')
 TOY = osp.join(CONFIGS, 'toy_regression.py')
 NAN_CONFIG = osp.join(CONFIGS, 'localmim_tiny_nan.py')  # a NaN pixel at iteration 3
+# the shipped epoch-based recipe (2 persistent workers, SeededSampler), tiny: 3 epochs of 4 iterations
+EPOCHS = osp.join(CONFIGS, 'localmim_tiny_epochs.py')
 SCALE_LOSSES = ['loss_2px', 'loss_4px', 'loss_8px', 'loss_16px']
 if TESTS_DIR not in sys.path:  # configs import tests/engine_toys.py
     sys.path.insert(0, TESTS_DIR)
@@ -116,6 +118,8 @@ def runs(tmp_path_factory):
     specs = {
         'killed': (osp.join(CONFIGS, 'localmim_tiny_killed.py'), ),
         'unknown_type': (TINY, '--cfg-options', 'model.encoder.type=VisionTransformr'),
+        'epochs': (EPOCHS, ),
+        'epochs_killed': (osp.join(CONFIGS, 'localmim_tiny_epochs_killed.py'), ),
     }
     jobs = {}
     for name, args in specs.items():
@@ -401,6 +405,35 @@ def test_sigkill_mid_run_then_resume_logs_the_uninterrupted_losses(runs):
     assert run[5] != run[3] != run[1]  # (the losses do change from iteration to iteration)
     final = state_dict(work_dir / 'iter_8.pth')
     assert all(torch.isfinite(value).all() for value in final.values())
+
+
+def test_epoch_based_run_killed_mid_epoch_resumes_with_the_uninterrupted_losses(runs):
+    # The shipped loop and loader: epoch-based, 2 persistent workers, checkpoints at epoch ends.
+    # Killed after iteration 7 (mid epoch 2), resumed from epoch_1.pth: iterations 5-12 must log
+    # what the uninterrupted run logged (workers restart, yet every sample is augmented alike).
+    job, uninterrupted_dir = runs['epochs']
+    returncode, _, stderr = job.result()
+    assert returncode == 0, stderr[-3000:]
+    uninterrupted = scale_losses(uninterrupted_dir)
+    assert sorted(uninterrupted) == list(range(1, 13))
+
+    job, work_dir = runs['epochs_killed']
+    returncode, _, stderr = job.result()
+    assert returncode == -9, stderr[-3000:]
+    killed = scale_losses(work_dir)
+    assert sorted(killed) == list(range(1, 8))
+    assert all(killed[step] == uninterrupted[step] for step in killed)
+    assert sorted(p.name for p in work_dir.glob('*.pth')) == ['epoch_1.pth']
+
+    resumed = Job(work_dir, 'resumed', 'train', EPOCHS, '--work-dir', work_dir, '--resume')
+    returncode, stdout, stderr = resumed.result()
+    assert returncode == 0, stderr[-3000:]
+    assert f'Load checkpoint from {work_dir / "epoch_1.pth"}' in stdout
+    run = scale_losses(work_dir)  # the resumed run's records replace the killed run's 5-7
+    assert sorted(run) == list(range(1, 13))
+    for step in range(5, 13):
+        assert run[step] == uninterrupted[step], step
+    assert len({run[step]['loss'] for step in range(5, 13)}) == 8
 
 
 def test_unknown_type_through_tools_train_suggests_the_registered_name(runs):

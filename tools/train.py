@@ -24,7 +24,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a model from a config file.')
     parser.add_argument('config', help='config file path')
     parser.add_argument('--work-dir', help='directory for logs and checkpoints')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision: bf16 where the device has it (CPU too), else fp16 '
+                        'with loss scaling; force one with --cfg-options optim_wrapper.dtype=float16')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by total batch size / auto_scale_lr.base_batch_size')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
@@ -43,14 +45,17 @@ def parse_args(argv=None):
 
 
 def enable_amp(cfg):
+    """Switch the config's OptimWrapper to ``localmim.AmpOptimWrapper``: bf16 autocast where the
+    device has it (CPU included), fp16 with dynamic loss scaling elsewhere; a config forces one
+    with ``optim_wrapper.dtype``."""
     wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
-    if wrapper_type == 'AmpOptimWrapper':
+    if wrapper_type in ('AmpOptimWrapper', 'localmim.AmpOptimWrapper'):
         print_log('AMP is already enabled in the config.', logger='current')
         return
-    if wrapper_type != 'OptimWrapper':
+    if wrapper_type not in ('OptimWrapper', 'mmengine.OptimWrapper'):
         raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, got {wrapper_type}')
-    cfg.optim_wrapper.type = 'AmpOptimWrapper'
-    cfg.optim_wrapper.loss_scale = 'dynamic'
+    cfg.optim_wrapper.type = 'localmim.AmpOptimWrapper'
+    cfg.optim_wrapper.setdefault('dtype', 'auto')
 
 
 def enable_auto_scale_lr(cfg):

@@ -13,6 +13,8 @@ from mmengine.dataset import BaseDataset
 
 from localmim.registry import DATASETS
 
+from .samplers import SeededItems
+
 __all__ = ['FASHION_MNIST_CLASSES', 'DEFAULT_FASHION_MNIST_ROOT', 'read_idx', 'find_fashion_mnist_file',
            'load_fashion_mnist', 'FashionMNIST']
 
@@ -80,7 +82,7 @@ def load_fashion_mnist(root=DEFAULT_FASHION_MNIST_ROOT, split='train'):
 
 
 @DATASETS.register_module()
-class FashionMNIST(BaseDataset):
+class FashionMNIST(SeededItems, BaseDataset):
     """Fashion-MNIST classification dataset.
 
     Each sample (before the pipeline) is ``dict(img=(28, 28, 3) uint8 (grey replicated), gt_label=int,

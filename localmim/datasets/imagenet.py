@@ -12,6 +12,8 @@ from mmengine.dataset import BaseDataset
 
 from localmim.registry import DATASETS
 
+from .samplers import SeededItems
+
 __all__ = ['IMAGE_EXTENSIONS', 'ImageNet']
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
@@ -23,7 +25,7 @@ def _sorted_entries(folder):
 
 
 @DATASETS.register_module()
-class ImageNet(BaseDataset):
+class ImageNet(SeededItems, BaseDataset):
     """Image-folder dataset giving ``dict(img_path=str, gt_label=int)`` per image before the pipeline.
 
     Args:

@@ -1,12 +1,9 @@
 """Reseed the random number generators from (seed, rank, iteration) before every iteration."""
-import random
-
-import numpy as np
-import torch
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 
 from ..registry import HOOKS
+from ..seeding import mix_seed, seed_all
 
 __all__ = ['IterationSeedHook']
 
@@ -22,21 +19,17 @@ class IterationSeedHook(Hook):
     ``(runner.seed, rank, iteration)``, so iteration ``i`` draws the same numbers however the
     run got there. Ranks get different streams.
 
-    Data loading workers keep their own generators (seeded by mmengine per worker, and replayed
-    identically when the loop skips the already trained batches on resume); random transforms
-    run in the main process (``num_workers=0``) are not covered.
+    This covers what runs in the main process during a step (masks, drop path, mixup in the
+    data preprocessor). Data augmentation runs in loader workers, whose generators are seeded
+    once when they start: with ``localmim.SeededSampler`` (the shipped configs' train sampler)
+    every sample is augmented from a seed of (sampler seed, epoch, position in the epoch), so a
+    run resumed from an epoch checkpoint, with persistent workers or not, loads the same batches.
+    Without it, only iteration-based loops with ``InfiniteSampler`` repeat the stream (mmengine
+    replays the already trained batches on resume).
 
     Use: ``custom_hooks = [dict(type='localmim.IterationSeedHook')]``.
     """
     priority = 'VERY_HIGH'
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
-        seed = iteration_seed(runner.seed, get_rank(), runner.iter)
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-
-
-def iteration_seed(seed, rank, iteration):
-    """A well-mixed 32-bit seed for ``(seed, rank, iteration)``."""
-    return int(np.random.SeedSequence([seed, rank, iteration]).generate_state(1)[0])
+        seed_all(mix_seed(runner.seed, get_rank(), runner.iter))

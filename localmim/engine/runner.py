@@ -13,7 +13,14 @@ Differences from ``mmengine.runner.Runner`` (everything else is inherited):
   file and the first bad key) before anything is written, so the previous one stays the latest;
 - loading (``load_from``, resume, ``tools/test.py``) a checkpoint of which no key matches the
   model raises one ``CheckpointError`` naming the file; a partial match logs the unmatched keys;
-- without CUDA, a distributed launch (``--launcher pytorch``) uses gloo and CPU DDP.
+- a distributed run wraps the model in ``localmim.GuardedDistributedDataParallel`` (unless the
+  config sets ``model_wrapper_cfg``): DDP that ends each step in the model's own guarded update,
+  so LocalMIM's non-finite guard decides alike on every rank (see :mod:`localmim.engine.ddp`);
+- without CUDA, a distributed launch (``--launcher pytorch``) uses gloo and CPU DDP, and SyncBN
+  layers are reverted to BatchNorm (torch's SyncBN needs a GPU);
+- a distributed run of a model with BatchNorm layers gets mmengine's ``SyncBuffersHook``: the
+  running statistics, which each rank updates from its own batches, are averaged over ranks after
+  each training epoch and before each validation, so every rank validates the same model.
 
 Select it with ``runner_type = 'localmim.Runner'`` (the default of ``tools/train.py``).
 """
@@ -23,9 +30,11 @@ import torch
 from mmengine.dist import is_distributed, master_only
 from mmengine.fileio import LocalBackend, get_file_backend
 from mmengine.hooks import CheckpointHook as MMEngineCheckpointHook
-from mmengine.model import is_model_wrapper
+from mmengine.hooks import SyncBuffersHook
+from mmengine.model import is_model_wrapper, revert_sync_batchnorm
 from mmengine.registry import OPTIMIZERS
 from mmengine.runner import Runner as MMEngineRunner
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..checkpoint import (check_keys_match, commit_file, find_latest_checkpoint,
                           first_nonfinite_tensor, history_buffer_from_dict,
@@ -52,12 +61,24 @@ class Runner(MMEngineRunner):
         super().setup_env(env_cfg)
 
     def wrap_model(self, model_wrapper_cfg, model):
-        if self.distributed and model_wrapper_cfg is None and not torch.cuda.is_available():
-            # mmengine's default passes device_ids=[LOCAL_RANK], which CPU DDP rejects.
+        if self.distributed and model_wrapper_cfg is None:
             model_wrapper_cfg = dict(
-                type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+                type='localmim.GuardedDistributedDataParallel', broadcast_buffers=False,
                 find_unused_parameters=self.cfg.get('find_unused_parameters', False))
+            if not torch.cuda.is_available():
+                model_wrapper_cfg['device_ids'] = None  # CPU DDP rejects mmengine's [LOCAL_RANK]
+        if self.distributed and not torch.cuda.is_available():
+            # torch's SyncBatchNorm only runs on GPUs: on CPU each rank normalises its own batch.
+            model = revert_sync_batchnorm(model)
         return super().wrap_model(model_wrapper_cfg, model)
+
+    def register_hooks(self, default_hooks=None, custom_hooks=None):
+        super().register_hooks(default_hooks, custom_hooks)
+        # BatchNorm running statistics drift apart on each rank (plain BN, or SyncBN reverted on
+        # CPU): average them before each validation, as mmcv 1.x's evaluation hooks did.
+        has_bn = any(isinstance(m, _BatchNorm) for m in self.model.modules())
+        if self.distributed and has_bn and not any(isinstance(h, SyncBuffersHook) for h in self.hooks):
+            self.register_hook(SyncBuffersHook())
 
     def build_optim_wrapper(self, optim_wrapper):
         # mmengine's optimizer constructor fails on an unknown optimizer type with

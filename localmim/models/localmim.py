@@ -9,15 +9,13 @@ The encoder is any backbone with ``forward_intermediates(x, indices, mask, detac
 ``feature_info(indices)``, ``img_size`` and ``num_prefix_tokens`` (ViT: per-sample random mask on
 its patch grid; Swin: one mask per batch on 32 px units, masked tokens dropped).
 """
-import logging
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.logging import MessageHub, print_log
 from mmengine.model import BaseModel
 from mmengine.structures import BaseDataElement
 
+from ..engine.loss_guard import guarded_update
 from ..registry import MODELS, build_model
 from .decoders import LocalDecoder
 
@@ -179,20 +177,14 @@ class LocalMIM(BaseModel):
                                 weights=[w[b] for w in weights]) for b in range(inputs.shape[0])]
 
     def train_step(self, data, optim_wrapper):
-        """As BaseModel's, but a non-finite loss stops (naming iteration and scale) or skips the step."""
+        """As BaseModel's, but through :meth:`guarded_update` (the DDP wrapper calls it too)."""
         with optim_wrapper.optim_context(self):
             data = self.data_preprocessor(data, True)
             losses = self._run_forward(data, mode='loss')
-        bad = [k for k, v in losses.items() if not torch.isfinite(v).all()]
-        if bad:
-            it = MessageHub.get_current_instance().get_info('iter', -1) + 1
-            values = ', '.join(f'{k}={losses[k].item()}' for k in bad)
-            if self.nonfinite == 'raise':
-                raise FloatingPointError(f'non-finite LocalMIM loss at iteration {it}: {values}')
-            print_log(f'skipped the update of iteration {it}: non-finite LocalMIM loss {values} '
-                      "(model.nonfinite='skip')", logger='current', level=logging.WARNING)
-            optim_wrapper.zero_grad()
-            return self.parse_losses({k: v.detach().nan_to_num() for k, v in losses.items()})[1]
-        parsed, log_vars = self.parse_losses(losses)
-        optim_wrapper.update_params(parsed)
-        return log_vars
+        return self.guarded_update(losses, optim_wrapper)
+
+    def guarded_update(self, losses, optim_wrapper):
+        """Backward + step, or, when a loss is non-finite on any rank, stop (naming iteration,
+        scales and ranks) or skip the update on every rank (``nonfinite``). Returns the losses
+        averaged over ranks for the log."""
+        return guarded_update(self, losses, optim_wrapper, self.nonfinite, what='LocalMIM loss')

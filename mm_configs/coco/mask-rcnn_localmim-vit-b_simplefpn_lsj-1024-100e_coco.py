@@ -71,7 +71,7 @@ test_evaluator = val_evaluator
 
 max_iters = 184375
 optim_wrapper = dict(
-    type='AmpOptimWrapper',
+    type='localmim.AmpOptimWrapper',
     constructor='localmim.LayerDecayOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1),
     paramwise_cfg=dict(layer_decay_rate=0.7))

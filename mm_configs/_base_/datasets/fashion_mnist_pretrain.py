@@ -12,6 +12,6 @@ train_dataloader = dict(
     num_workers=2,
     persistent_workers=True,
     drop_last=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    sampler=dict(type='SeededSampler', shuffle=True),  # augmentation repeats exactly on resume
     dataset=dict(type='FashionMNIST', data_root=data_root, split='train', pipeline=train_pipeline),
 )

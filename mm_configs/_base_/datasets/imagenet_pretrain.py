@@ -13,6 +13,6 @@ train_dataloader = dict(
     persistent_workers=True,
     pin_memory=True,
     drop_last=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    sampler=dict(type='SeededSampler', shuffle=True),  # augmentation repeats exactly on resume
     dataset=dict(type='ImageNet', data_root=data_root, split='train', pipeline=train_pipeline),
 )

@@ -1,5 +1,6 @@
 # The release's pretraining optimiser: AdamW (0.9, 0.95), wd 0.05 except 1-D params, tokens and
-# position tables; lr = base_lr * total_batch / 256 (auto_scale_lr); fp16 AMP as the release.
+# position tables; lr = base_lr * total_batch / 256 (auto_scale_lr).
+# AMP: bf16 autocast where the device has it (CPU too), else fp16 + loss scaling (release: fp16).
 # Leaf configs set base_lr, epochs, warm-up and min lr (see pretrain/*.py).
 # The layer-decay constructor at its default rate 1.0 only drops weight decay, on every param
 # with ndim <= 1 and every name in the model's no_weight_decay() (tokens, position tables).

@@ -17,7 +17,7 @@ test_pipeline = [
 ]
 train_dataloader = dict(
     batch_size=64, num_workers=2, persistent_workers=True, drop_last=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    sampler=dict(type='SeededSampler', shuffle=True),  # augmentation repeats exactly on resume
     dataset=dict(type='localmim.FashionMNIST', data_root=data_root, split='train', pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=256, num_workers=2, persistent_workers=True, drop_last=False,

@@ -21,7 +21,7 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=128,  # per GPU; 8 GPUs -> the recipe's total 1024
     num_workers=10, persistent_workers=True, pin_memory=True, drop_last=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    sampler=dict(type='SeededSampler', shuffle=True),  # augmentation repeats exactly on resume
     dataset=dict(type='localmim.ImageNet', data_root=data_root, split='train', pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=128, num_workers=10, persistent_workers=True, pin_memory=True, drop_last=False,
