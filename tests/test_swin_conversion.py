@@ -8,7 +8,6 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from mmengine.structures import BaseDataElement
 from test_swin import naive_window_attention
 

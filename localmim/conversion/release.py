@@ -103,9 +103,9 @@ def convert_release_swin_pretrain(checkpoint):
         elif tap_norm:
             out[f'tap_norms.{tap_norm.group(1)}.{tap_norm.group(2)}'] = value
             report['converted'].append(f'{key} -> tap_norms.{tap_norm.group(1)}.{tap_norm.group(2)}')
-        elif key.startswith('decoder.'):
+        elif key.startswith('decoder.'):  # our decoder layout, re-prefixed
             out['decoders.' + key[len('decoder.'):]] = value
-            report['converted'].append(f'{key} -> decoders.{key[len("decoder."):]}')
+            report['loaded'].append(key)
         elif key.startswith('hog_enc.'):
             _take_hog_entry(key, value, biases, report)
         else:
