@@ -299,6 +299,14 @@ def test_release_recipe_configs(name, arch, window, target_dims):
     assert cfg.param_scheduler[1].eta_min == 0 and cfg.param_scheduler[0].end == 40
 
 
+def test_tiny_global_only_config_predicts_one_coarse_scale():
+    cfg = Config.fromfile(osp.join(CONFIGS, 'swin_localmim-tiny_global-only_fmnist.py'))
+    model = build_model(cfg.model)
+    losses = model.loss(torch.randn(2, 3, 64, 64))
+    assert list(losses) == ['loss_32px'] and torch.isfinite(losses['loss_32px'])
+    assert model.taps == [3] and tuple(model.target.bias.shape) == (1, 2)
+
+
 def test_swin_localmim_init_is_the_releases():
     """xavier-uniform Linear weights (decoder outputs included) and patch-embedding conv as a
     [dim, C*p*p] matrix, zero Linear biases, LayerNorm 1/0 (the old init: truncated normal 0.02)."""
