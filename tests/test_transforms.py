@@ -1,5 +1,6 @@
 """Transforms: crop sampling and resizing vs torchvision on PIL images, image loading errors, timm
 wrapper, packing."""
+import itertools
 import os
 import random
 
@@ -85,10 +86,11 @@ def test_random_resized_crop_options():
 
 @pytest.mark.parametrize('backend', ['pillow', 'torch'])
 def test_resize_matches_pil(backend):
-    for size, shape in (((28, 28, 3), (64, 48)), ((90, 70, 3), (32, 40))):  # up and down
+    for (size, shape), mode in itertools.product((((28, 28, 3), (64, 48)), ((90, 70, 3), (32, 40))),  # up, down
+                                                 ('bicubic', 'bilinear', 'nearest')):
         img = textured_image(*size[:2], seed=1)
-        out = Resize(shape, backend=backend)(dict(img=img))
-        expected = np.asarray(Image.fromarray(img).resize(shape[::-1], Image.BICUBIC))
+        out = Resize(shape, interpolation=mode, backend=backend)(dict(img=img))
+        expected = np.asarray(Image.fromarray(img).resize(shape[::-1], getattr(Image, mode.upper())))
         assert out['img'].shape == expected.shape and out['img_shape'] == shape
         assert np.abs(out['img'].astype(float) - expected).mean() < (1e-9 if backend == 'pillow' else 1)
         assert out['scale_factor'] == (shape[1] / size[1], shape[0] / size[0])

@@ -100,8 +100,7 @@ def resize_image(img, size_hw, interpolation='bicubic', backend='pillow'):
     x = torch.from_numpy(np.ascontiguousarray(img))
     x = (x[..., None] if x.ndim == 2 else x).permute(2, 0, 1)[None]  # uint8: torch's PIL-like path
     mode = TORCH_MODES[interpolation]
-    x = F.interpolate(x, size=(out_h, out_w), mode=mode, antialias=mode != 'nearest-exact',
-                      **({} if mode == 'nearest-exact' else dict(align_corners=False)))
+    x = F.interpolate(x, size=(out_h, out_w), mode=mode, antialias=mode != 'nearest-exact')
     out = x[0].permute(1, 2, 0).numpy()
     return out[..., 0] if img.ndim == 2 else out
 
