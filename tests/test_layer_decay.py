@@ -1,4 +1,6 @@
 """Layer-wise lr decay constructor: groups checked against a hand-written table."""
+import os.path as osp
+
 import pytest
 import torch.nn as nn
 from mmengine.optim import build_optim_wrapper
@@ -95,6 +97,27 @@ def test_pretraining_rate_1_drops_decay_on_1d_tokens_and_tables():
         plain = build_optim_wrapper(model, dict(constructor='localmim.LayerDecayOptimWrapperConstructor',
                                                 optimizer=dict(type='AdamW', lr=1.0, weight_decay=WD)))
     assert by_name(model, plain) == got
+
+
+def test_release_recipe_decays_cls_and_mask_tokens():
+    """The pretraining configs follow the release: 3-D cls/mask tokens decayed, tables and 1-D
+    parameters not; decay_tokens=False keeps the exemption."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'mm_configs', 'pretrain',
+                                   'localmim_vit-b_1600e_in1k.py'))
+    assert cfg.optim_wrapper.paramwise_cfg == dict(decay_tokens=True)
+    model = LocalMIM(encoder=dict(type='VisionTransformer', **TINY, final_norm=False, rel_pos_bias=True,
+                                  pos_embed='learned'), taps=[0, 1],
+                     target=dict(type='HOGTarget', nbins=4, cell_sizes=(4, 8)), decoder=dict(dims=8, num_heads=2))
+    got = by_name(model, build(model, 1.0, **cfg.optim_wrapper.paramwise_cfg))
+    assert got['encoder.cls_token'] == (1.0, WD) and got['decoders.1.mask_token'] == (1.0, WD)
+    assert got['encoder.pos_embed'] == (1.0, 0)
+    assert got['encoder.blocks.0.attn.relative_position_bias_table'] == (1.0, 0)
+    assert got['encoder.blocks.0.attn.qkv.bias'] == (1.0, 0) and got['encoder.blocks.0.attn.qkv.weight'] == (1.0, WD)
+    exempt = by_name(model, build(model, 1.0, decay_tokens=False))
+    assert exempt['encoder.cls_token'] == (1.0, 0) and exempt['decoders.1.mask_token'] == (1.0, 0)
+    assert {k: v for k, v in exempt.items() if not k.endswith('_token')} == \
+        {k: v for k, v in got.items() if not k.endswith('_token')}
 
 
 def test_lars_no_decay_options_and_errors():

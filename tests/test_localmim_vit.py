@@ -7,7 +7,7 @@ import torch
 from mmengine.structures import BaseDataElement
 
 from localmim.models.localmim import masked_mse, random_mask, resize_mask
-from localmim.models.targets import HOGTarget, PixelTarget
+from localmim.models.targets import HOGTarget, PixelTarget, sobel
 from localmim.registry import build_model
 
 
@@ -52,6 +52,35 @@ def test_hog_18_bins_and_unsigned_orientation():
     maps = HOGTarget(nbins=18, cell_sizes=(8,))(ramp)[0].view(3, 18)
     assert (maps[:, 18 // 2].sub(1).abs() < 1e-6).all()  # interior dominates the only bin
     assert maps.argmax(1).eq(9).all()
+
+
+def normalised_in_two_precisions(seed=0):
+    """uint8 images with flat regions and a 4-level texture (exact Sobel cancellations between
+    different pixel values are common), ImageNet-normalised in float32 and in float64."""
+    rng = np.random.default_rng(seed)
+    img = rng.choice(np.array([100, 101, 102, 104], np.uint8), size=(2, 3, 32, 32))
+    img[:, :, :12, :16] = 30  # flat block
+    img[:, :, 20:, :] = np.arange(32, dtype=np.uint8) * 7  # constant down each column
+    mean = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
+    std = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
+    x = torch.from_numpy(img)
+    return (x.float() - mean) / std, (x.double() - mean.double()) / std.double()
+
+
+@pytest.mark.parametrize('nbins', [9, 18])
+def test_hog_bins_are_the_same_in_float32_and_float64(nbins):
+    x32, x64 = normalised_in_two_precisions()
+    hog = HOGTarget(nbins=nbins, cell_sizes=(4, 8))
+    for bias in (None, torch.tensor([0.1, -0.2])):
+        (mag32, bins32), (mag64, bins64) = (hog.pixel_bins(hog.gradients(x), bias) for x in (x32, x64))
+        assert torch.equal(bins32, bins64), (bins32 != bins64).sum()
+        torch.testing.assert_close(mag32.double(), mag64, rtol=1e-5, atol=1e-5)
+    for got, ref in zip(hog(x32), hog(x64)):  # so the targets agree to float32 precision
+        assert got.dtype == torch.float32 and ref.dtype == torch.float64
+        torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5)
+    # unsnapped responses put some pixels in different bins: the snapping is what the test checks
+    raw32, raw64 = (hog.pixel_bins(sobel(x))[1] for x in (x32, x64))
+    assert (raw32 != raw64).sum() > 10
 
 
 def test_pixel_target_matches_manual():
@@ -216,6 +245,16 @@ def test_gradient_isolation(isolate):
         assert model.encoder.blocks[3].mlp.fc2.weight.grad.abs().sum() > 0
     else:
         assert grad.abs().sum() > 0
+
+
+def test_taps_and_mask_unit_are_checked():
+    assert tiny_model(taps=[0, 1, -2, -1]).taps == [0, 1, 2, 3]
+    for taps, message in (([3, 2, 1, 0], 'strictly increasing'), ([0, 1, 1, 3], 'strictly increasing'),
+                          ([1, 2, 3, -1], 'strictly increasing'), ([0, 1, 2, 4], r'\[4\] are out of range')):
+        with pytest.raises(ValueError, match=message):
+            tiny_model(taps=taps)
+    with pytest.raises(ValueError, match='mask_unit=8 .* patch size 4'):
+        tiny_model(mask_unit=8)
 
 
 def test_global_only_baseline():

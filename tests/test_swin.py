@@ -1,5 +1,6 @@
 """Swin encoder (sparse, masked tokens dropped) checked against a naive dense Swin and timm."""
 import functools
+import math
 import os.path as osp
 
 import numpy as np
@@ -271,6 +272,8 @@ CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'mm_configs'
     ('swin_localmim-b_hog_400e_in1k.py', 'base', 7, [54] * 4),
     ('swin_localmim-b_pixel_400e_in1k.py', 'base', 7, [192, 768, 3072, 3072]),
     ('swin_localmim-l_hog_800e_in1k.py', 'large', 14, [54] * 4),
+    ('swin_localmim-b_global-only_hog_400e_in1k.py', 'base', 7, [54]),
+    ('swin_localmim-b_global-only_pixel_400e_in1k.py', 'base', 7, [3072]),
 ])
 def test_release_recipe_configs(name, arch, window, target_dims):
     cfg = Config.fromfile(osp.join(CONFIGS, name))
@@ -278,13 +281,54 @@ def test_release_recipe_configs(name, arch, window, target_dims):
         model = build_model(cfg.model)
     assert model.encoder.dims == {'base': [128, 256, 512, 1024], 'large': [192, 384, 768, 1536]}[arch]
     assert [layer.window for layer in model.encoder.layers] == [window] * 3 + [7]
-    assert [d.grid_size for d in model.decoders] == [(28, 28), (14, 14), (7, 7), (7, 7)]
-    assert [d.embed.out_features for d in model.decoders] == [64, 128, 128, 128]
-    assert [d.pred[-1].out_channels for d in model.decoders] == target_dims
+    if len(target_dims) == 4:
+        assert model.taps == [0, 1, 2, 3] and model.target.cell_sizes == (8, 16, 32, 32)
+        assert [d.grid_size for d in model.decoders] == [(28, 28), (14, 14), (7, 7), (7, 7)]
+        assert [d.embed.out_features for d in model.decoders] == [64, 128, 128, 128]
+    else:  # global-only: the last stage alone, at the 32 px scale, same decoder
+        assert model.taps == [3] and model.target.cell_sizes == (32,)
+        assert [d.grid_size for d in model.decoders] == [(7, 7)] and model.decoders[0].embed.out_features == 128
+    # the release's output layer: a Linear on the tokens
+    assert all(isinstance(d.pred, nn.Linear) for d in model.decoders)
+    assert [d.pred.out_features for d in model.decoders] == target_dims
+    if 'hog' in name:  # the release's four HOG modules: one frozen bias per scale
+        assert model.target.nbins == 18 and tuple(model.target.bias.shape) == (len(target_dims), 2)
     assert model.mask_unit == 32 and not model.mask_per_sample and model.mask_ratio == 0.75
     assert isinstance(model.encoder.norm, nn.Identity)  # tap norms instead of a final norm
     assert cfg.optim_wrapper.optimizer.betas == (0.9, 0.95) and cfg.auto_scale_lr.base_batch_size == 256
     assert cfg.param_scheduler[1].eta_min == 0 and cfg.param_scheduler[0].end == 40
+
+
+def test_tiny_global_only_config_predicts_one_coarse_scale():
+    cfg = Config.fromfile(osp.join(CONFIGS, 'swin_localmim-tiny_global-only_fmnist.py'))
+    model = build_model(cfg.model)
+    losses = model.loss(torch.randn(2, 3, 64, 64))
+    assert list(losses) == ['loss_32px'] and torch.isfinite(losses['loss_32px'])
+    assert model.taps == [3] and tuple(model.target.bias.shape) == (1, 2)
+
+
+def test_swin_localmim_init_is_the_releases():
+    """xavier-uniform Linear weights (decoder outputs included) and patch-embedding conv as a
+    [dim, C*p*p] matrix, zero Linear biases, LayerNorm 1/0 (the old init: truncated normal 0.02)."""
+    torch.manual_seed(0)
+    cfg = Config.fromfile(osp.join(CONFIGS, 'swin_localmim-tiny_fmnist.py'))
+    model = build_model(cfg.model)
+
+    def check_xavier(w, fan_in, fan_out, name):
+        bound = math.sqrt(6 / (fan_in + fan_out))
+        assert w.abs().max() <= bound, name
+        assert abs(w.std().item() - bound / math.sqrt(3)) < 0.1 * bound / math.sqrt(3), name
+
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    assert {f'decoders.{i}.pred' for i in range(4)} <= set(linears)
+    for name, m in linears.items():
+        check_xavier(m.weight.detach(), m.in_features, m.out_features, name)
+        assert m.bias is None or not m.bias.any(), name
+    proj = model.encoder.patch_embed.proj.weight.detach()
+    check_xavier(proj, proj[0].numel(), proj.shape[0], 'patch_embed.proj')
+    for name, m in model.named_modules():
+        if isinstance(m, nn.LayerNorm):
+            assert (m.weight == 1).all() and not m.bias.any(), name
 
 
 @pytest.mark.skipif(not osp.isdir('/usr/share/datasets/fashion-mnist'), reason='Fashion-MNIST not installed')

@@ -1,4 +1,6 @@
-"""Transforms: crop sampling vs torchvision, resizes vs cv2, image loading errors, timm wrapper, packing."""
+"""Transforms: crop sampling and resizing vs torchvision on PIL images, image loading errors, timm
+wrapper, packing."""
+import itertools
 import os
 import random
 
@@ -6,7 +8,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.functional as TF
 from PIL import Image
+from torchvision.transforms import InterpolationMode
 from torchvision.transforms import RandomResizedCrop as TorchvisionRandomResizedCrop
 
 from localmim.datasets import ImageNet, LoadImage, PackInputs, RandomResizedCrop, Resize, TimmTransform
@@ -40,24 +44,56 @@ def test_crop_distribution_matches_torchvision():
     np.testing.assert_allclose(stats(ours), stats(theirs), atol=0.02)
 
 
-def test_random_resized_crop_output_and_full_crop_equals_resize():
+def textured_image(height, width, seed=0):
+    """uint8 RGB with smooth shading, fine stripes and noise: aliasing shows when shrinking it."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:height, :width]
+    img = 128 + 60 * np.sin(x / 17.0)[..., None] * np.cos(y / 23.0)[..., None] \
+        + 40 * np.sign(np.sin(x * 1.3 + y * 0.7))[..., None] + rng.normal(0, 20, (height, width, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize('backend', ['pillow', 'torch'])
+def test_random_resized_crop_matches_torchvision_on_pil_images(backend):
+    img = textured_image(200, 260)
+    pil = Image.fromarray(img)
+    transform = RandomResizedCrop(size=(48, 64), scale=(0.2, 1.0), backend=backend)
+    np.random.seed(0)
+    for _ in range(6):
+        out = transform(dict(img=img))
+        x1, y1, x2, y2 = out['crop_bbox']
+        assert out['img'].shape == (48, 64, 3) and out['img_shape'] == (48, 64)
+        expected = np.asarray(TF.resized_crop(pil, y1, x1, y2 - y1, x2 - x1, [48, 64], InterpolationMode.BICUBIC))
+        diff = np.abs(out['img'].astype(float) - expected).mean()
+        assert diff == 0 if backend == 'pillow' else diff < 1, (backend, out['crop_bbox'], diff)
+    # OpenCV's bicubic (no antialiasing, a = -0.75), the former resize, is far from it: the check can fail
+    crop = img[y1:y2, x1:x2]
+    assert np.abs(cv2.resize(crop, (64, 48), interpolation=cv2.INTER_CUBIC).astype(float) - expected).mean() > 5
+
+
+def test_random_resized_crop_options():
     img = np.random.default_rng(0).integers(0, 256, size=(50, 50, 3), dtype=np.uint8)
-    out = RandomResizedCrop(size=(32, 40), scale=(0.2, 1.0))(dict(img=img))
-    assert out['img'].shape == (32, 40, 3) and out['img_shape'] == (32, 40)
-    x1, y1, x2, y2 = out['crop_bbox']
-    assert 0 <= x1 < x2 <= 50 and 0 <= y1 < y2 <= 50
     out = TRANSFORMS.build(dict(type='localmim.RandomResizedCrop', size=224, scale=(1, 1), ratio=(1, 1)))(dict(img=img))
-    np.testing.assert_array_equal(out['img'], cv2.resize(img, (224, 224), interpolation=cv2.INTER_CUBIC))
     assert out['crop_bbox'] == (0, 0, 50, 50)
+    np.testing.assert_array_equal(out['img'], np.asarray(Image.fromarray(img).resize((224, 224), Image.BICUBIC)))
     with pytest.raises(ValueError, match='scale'):
         RandomResizedCrop(224, scale=(0.5, 0.2))
+    with pytest.raises(ValueError, match="'cv2'.*antialias"):
+        RandomResizedCrop(224, backend='cv2')
+    with pytest.raises(ValueError, match='interpolation'):
+        Resize(224, interpolation='area')
 
 
-def test_resize_equals_cv2():
-    img = np.random.default_rng(1).integers(0, 256, size=(28, 28, 3), dtype=np.uint8)
-    out = Resize((64, 48))(dict(img=img))
-    np.testing.assert_array_equal(out['img'], cv2.resize(img, (48, 64), interpolation=cv2.INTER_CUBIC))
-    assert out['img_shape'] == (64, 48) and out['scale_factor'] == (48 / 28, 64 / 28)
+@pytest.mark.parametrize('backend', ['pillow', 'torch'])
+def test_resize_matches_pil(backend):
+    for (size, shape), mode in itertools.product((((28, 28, 3), (64, 48)), ((90, 70, 3), (32, 40))),  # up, down
+                                                 ('bicubic', 'bilinear', 'nearest')):
+        img = textured_image(*size[:2], seed=1)
+        out = Resize(shape, interpolation=mode, backend=backend)(dict(img=img))
+        expected = np.asarray(Image.fromarray(img).resize(shape[::-1], getattr(Image, mode.upper())))
+        assert out['img'].shape == expected.shape and out['img_shape'] == shape
+        assert np.abs(out['img'].astype(float) - expected).mean() < (1e-9 if backend == 'pillow' else 1)
+        assert out['scale_factor'] == (shape[1] / size[1], shape[0] / size[0])
 
 
 @pytest.fixture

@@ -35,8 +35,8 @@ def build_localmim_swin(arch, img_size):
     return LocalMIM(
         encoder=dict(type='SwinTransformer', arch=arch, img_size=img_size),
         taps=[0, 1, 2, 3],
-        target=dict(type='HOGTarget', nbins=18, cell_sizes=(8, 16, 32, 32), bias='shared'),
-        decoder=dict(dims=(64, 128, 128, 128), depth=1, num_heads=4),
+        target=dict(type='HOGTarget', nbins=18, cell_sizes=(8, 16, 32, 32), bias='per_scale'),
+        decoder=dict(dims=(64, 128, 128, 128), depth=1, num_heads=4, pred_layer='linear'),
         mask_ratio=0.75, mask_unit=32, mask_per_sample=False)
 
 

@@ -3,7 +3,7 @@
 
     # a backbone checkpoint for init_cfg=dict(type='Pretrained', checkpoint=DST, prefix='backbone.')
     python tools/convert_checkpoint.py SRC DST                       # format detected from the keys
-    # the release's ViT pretraining checkpoint -> continue pretraining with load_from=DST
+    # the release's ViT or Swin pretraining checkpoint -> continue pretraining with load_from=DST
     python tools/convert_checkpoint.py release_vit.pth DST --to pretrain
     # a backbone (ours, converted, or a fine-tuned classifier) -> timm-loadable safetensors
     python tools/convert_checkpoint.py SRC DST.safetensors --to timm
@@ -28,7 +28,9 @@ def converter(source, target):
     if target == 'pretrain':
         if source == 'release-vit':
             return conversion.convert_release_vit_pretrain
-        raise SystemExit(f'--to pretrain converts release-vit checkpoints, not {source}')
+        if source == 'release-swin':
+            return conversion.convert_release_swin_pretrain
+        raise SystemExit(f'--to pretrain converts release-vit and release-swin checkpoints, not {source}')
     if target == 'timm':
         if source in ('localmim-vit', 'release-vit'):
             return lambda ckpt: conversion.export_timm_vit(converter(source, 'backbone')(ckpt)[0])

@@ -8,9 +8,9 @@ Fine-tuning: ``LoadImage`` -> ``TimmTransform(input_size=224, is_training=True, 
 import io
 import logging
 
-import mmcv
 import numpy as np
 import torch
+import torch.nn.functional as F
 from mmcv.transforms import BaseTransform
 from mmengine.fileio import get as get_file_bytes
 from mmengine.logging import print_log
@@ -20,7 +20,10 @@ from PIL import Image
 from localmim.registry import TRANSFORMS
 
 __all__ = ['LoadImage', 'RandomResizedCrop', 'Resize', 'TimmTransform', 'PackInputs',
-           'sample_resized_crop']
+           'sample_resized_crop', 'resize_image']
+
+PIL_FILTERS = {'nearest': Image.NEAREST, 'bilinear': Image.BILINEAR, 'bicubic': Image.BICUBIC}
+TORCH_MODES = {'nearest': 'nearest-exact', 'bilinear': 'bilinear', 'bicubic': 'bicubic'}
 
 
 def _size_hw(size):
@@ -77,6 +80,31 @@ class LoadImage(BaseTransform):
         return f'{type(self).__name__}(on_error={self.on_error!r})'
 
 
+def check_resize_options(interpolation, backend):
+    if backend not in ('pillow', 'torch'):
+        hint = (" (OpenCV's bicubic neither antialiases when shrinking nor uses PIL's kernel, which "
+                'changes the gradient statistics HOG targets see)') if backend == 'cv2' else ''
+        raise ValueError(f"resize backend must be 'pillow' or 'torch', got {backend!r}{hint}")
+    if interpolation not in PIL_FILTERS:
+        raise ValueError(f'interpolation must be one of {sorted(PIL_FILTERS)}, got {interpolation!r}')
+
+
+def resize_image(img, size_hw, interpolation='bicubic', backend='pillow'):
+    """Resize an (H, W[, C]) uint8 image to ``size_hw`` with PIL's semantics (torchvision's on PIL
+    images): bilinear/bicubic filters widen with the shrink factor (antialiased), bicubic uses
+    a = -0.5. ``backend='pillow'`` is PIL itself; ``'torch'`` is ``F.interpolate(antialias=True)``,
+    the same filters in torch (within a grey level of PIL)."""
+    out_h, out_w = size_hw
+    if backend == 'pillow':
+        return np.asarray(Image.fromarray(img).resize((out_w, out_h), PIL_FILTERS[interpolation]))
+    x = torch.from_numpy(np.ascontiguousarray(img))
+    x = (x[..., None] if x.ndim == 2 else x).permute(2, 0, 1)[None]  # uint8: torch's PIL-like path
+    mode = TORCH_MODES[interpolation]
+    x = F.interpolate(x, size=(out_h, out_w), mode=mode, antialias=mode != 'nearest-exact')
+    out = x[0].permute(1, 2, 0).numpy()
+    return out[..., 0] if img.ndim == 2 else out
+
+
 def sample_resized_crop(height, width, scale, ratio, rng=np.random, attempts=10):
     """Sample a crop box like torchvision's ``RandomResizedCrop.get_params``.
 
@@ -109,17 +137,18 @@ def sample_resized_crop(height, width, scale, ratio, rng=np.random, attempts=10)
 
 @TRANSFORMS.register_module()
 class RandomResizedCrop(BaseTransform):
-    """Random area/aspect crop resized to ``size`` (int or (h, w)), as torchvision samples it.
-
-    The resize uses ``mmcv.imresize`` (``backend='cv2'`` by default, or ``'pillow'``).
+    """Random area/aspect crop resized to ``size`` (int or (h, w)), as torchvision does it on PIL
+    images: the same box distribution, then the crop resized by :func:`resize_image` (antialiased
+    when shrinking; ``backend='pillow'`` or ``'torch'``).
     Sets ``img``, ``img_shape`` and ``crop_bbox`` (x1, y1, x2, y2) in the input image.
     """
 
     def __init__(self, size, scale=(0.08, 1.0), ratio=(3. / 4., 4. / 3.), interpolation='bicubic',
-                 backend='cv2'):
+                 backend='pillow'):
         if not (0 < scale[0] <= scale[1] <= 1) or not (0 < ratio[0] <= ratio[1]):
             raise ValueError(f'RandomResizedCrop needs 0 < scale[0] <= scale[1] <= 1 and 0 < ratio[0] <= ratio[1], '
                              f'got scale={scale}, ratio={ratio}')
+        check_resize_options(interpolation, backend)
         self.size = _size_hw(size)
         self.scale, self.ratio = tuple(scale), tuple(ratio)
         self.interpolation, self.backend = interpolation, backend
@@ -128,9 +157,7 @@ class RandomResizedCrop(BaseTransform):
         img = results['img']
         top, left, h, w = sample_resized_crop(img.shape[0], img.shape[1], self.scale, self.ratio)
         crop = img[top:top + h, left:left + w]
-        out_h, out_w = self.size
-        _set_image(results, mmcv.imresize(crop, (out_w, out_h), interpolation=self.interpolation,
-                                          backend=self.backend))
+        _set_image(results, resize_image(crop, self.size, self.interpolation, self.backend))
         results['crop_bbox'] = (left, top, left + w, top + h)
         return results
 
@@ -141,9 +168,11 @@ class RandomResizedCrop(BaseTransform):
 
 @TRANSFORMS.register_module()
 class Resize(BaseTransform):
-    """Resize ``img`` to a fixed ``size`` (int or (h, w)), ignoring the aspect ratio (e.g. 28 -> 224)."""
+    """Resize ``img`` to a fixed ``size`` (int or (h, w)), ignoring the aspect ratio (e.g. 28 -> 224),
+    with :func:`resize_image` (PIL's filters; ``backend='pillow'`` or ``'torch'``)."""
 
-    def __init__(self, size, interpolation='bicubic', backend='cv2'):
+    def __init__(self, size, interpolation='bicubic', backend='pillow'):
+        check_resize_options(interpolation, backend)
         self.size = _size_hw(size)
         self.interpolation, self.backend = interpolation, backend
 
@@ -151,12 +180,12 @@ class Resize(BaseTransform):
         img = results['img']
         out_h, out_w = self.size
         results['scale_factor'] = (out_w / img.shape[1], out_h / img.shape[0])
-        _set_image(results, mmcv.imresize(img, (out_w, out_h), interpolation=self.interpolation,
-                                          backend=self.backend))
+        _set_image(results, resize_image(img, self.size, self.interpolation, self.backend))
         return results
 
     def __repr__(self):
-        return f'{type(self).__name__}(size={self.size}, interpolation={self.interpolation!r})'
+        return (f'{type(self).__name__}(size={self.size}, interpolation={self.interpolation!r}, '
+                f'backend={self.backend!r})')
 
 
 @TRANSFORMS.register_module()

@@ -11,6 +11,8 @@ works unchanged for mmdet, mmseg, classification and pretraining models (rate 1.
 - No weight decay on parameters with ndim <= 1 (norms, biases, layer scale) and on the names
   returned by ``backbone.no_weight_decay()`` (relative to the backbone) and
   ``model.no_weight_decay()`` (relative to the model): position tables, cls/mask tokens.
+  ``decay_tokens=True`` decays the tokens (names ending in ``_token``, e.g. ``cls_token``,
+  ``mask_token``) all the same, as the LocalMIM/MAE pretraining releases do; tables stay exempt.
 - Frozen parameters (``requires_grad=False``) are left out.
 """
 import torch.nn as nn
@@ -38,7 +40,13 @@ def no_weight_decay_names(model):
     return names
 
 
-def layer_decay_param_groups(model, base_lr, weight_decay, layer_decay_rate=1.0, no_decay_options=None):
+def is_token(name):
+    """A learned token (``cls_token``, ``mask_token``, ...), by its parameter name."""
+    return name.rsplit('.', 1)[-1].endswith('_token')
+
+
+def layer_decay_param_groups(model, base_lr, weight_decay, layer_decay_rate=1.0, no_decay_options=None,
+                             decay_tokens=False):
     """Parameter groups, one per (layer id, with/without weight decay), top layer first.
 
     Each group: ``params``, ``lr`` (base_lr x lr_scale), ``lr_scale``, ``weight_decay``,
@@ -61,7 +69,7 @@ def layer_decay_param_groups(model, base_lr, weight_decay, layer_decay_rate=1.0,
             scale = layer_decay_rate ** (num_layers - 1 - layer_id)
         else:
             layer_id, scale = 0, 1.0
-        decay = param.ndim > 1 and name not in skip
+        decay = param.ndim > 1 and (name not in skip or (decay_tokens and is_token(name)))
         key = (layer_id, decay)
         if key not in groups:
             groups[key] = dict(params=[], param_names=[], lr=base_lr * scale, lr_scale=scale,
@@ -77,27 +85,30 @@ def layer_decay_param_groups(model, base_lr, weight_decay, layer_decay_rate=1.0,
 class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """Optimizer wrapper with layer-wise lr decay and MAE's weight-decay rules (see module doc).
 
-    ``paramwise_cfg`` keys: ``layer_decay_rate`` (default 1.0: no decay) and ``no_decay_options``
+    ``paramwise_cfg`` keys: ``layer_decay_rate`` (default 1.0: no decay), ``no_decay_options``
     (extra optimizer options of the groups without weight decay, e.g. ``dict(always_adapt=False)``
-    so that timm's Lars leaves 1-D parameters unadapted, as MAE's LARS does). Other keys are
-    rejected: this constructor replaces mmengine's paramwise rules instead of combining with them.
+    so that timm's Lars leaves 1-D parameters unadapted, as MAE's LARS does) and ``decay_tokens``
+    (default False: cls/mask tokens are exempt; True: decayed, the pretraining releases' rule).
+    Other keys are rejected: this constructor replaces mmengine's paramwise rules instead of
+    combining with them.
     """
 
     def __init__(self, optim_wrapper_cfg, paramwise_cfg=None):
         paramwise_cfg = dict(paramwise_cfg or {})
-        unknown = set(paramwise_cfg) - {'layer_decay_rate', 'no_decay_options'}
+        unknown = set(paramwise_cfg) - {'layer_decay_rate', 'no_decay_options', 'decay_tokens'}
         if unknown:
             raise KeyError(f'LayerDecayOptimWrapperConstructor: unsupported paramwise_cfg keys {sorted(unknown)} '
-                           "(supported: 'layer_decay_rate', 'no_decay_options')")
+                           "(supported: 'layer_decay_rate', 'no_decay_options', 'decay_tokens')")
         self.layer_decay_rate = float(paramwise_cfg.get('layer_decay_rate', 1.0))
         self.no_decay_options = dict(paramwise_cfg.get('no_decay_options', {}))
+        self.decay_tokens = bool(paramwise_cfg.get('decay_tokens', False))
         super().__init__(optim_wrapper_cfg, None)
         # a non-empty paramwise_cfg makes mmengine's __call__ go through add_params
         self.paramwise_cfg = dict(layer_decay_rate=self.layer_decay_rate)
 
     def add_params(self, params, module, **kwargs):
         groups = layer_decay_param_groups(module, self.base_lr, self.base_wd or 0.0, self.layer_decay_rate,
-                                          self.no_decay_options)
+                                          self.no_decay_options, self.decay_tokens)
         for group in groups:
             group.pop('param_names')
         params.extend(groups)

@@ -3,7 +3,9 @@
 One decoder serves one tapped encoder layer: it embeds the visible tokens, fills the masked
 positions with a learned mask token, runs one small transformer block over the full grid with
 fixed sin-cos positions, and maps the grid to the target's resolution and dimension.
-Parameter names match the LocalMIM release (``embed``, ``mask_token``, ``blocks``, ``norm``, ``pred``).
+Parameter names match the LocalMIM release (``embed``, ``mask_token``, ``pos_embed``, ``blocks``,
+``norm``, ``pred``). The output layer is the release's: a 1x1 conv after the rescale head (ViT) or
+a plain Linear on the tokens (Swin, whose stage grids already match the target grids).
 """
 import torch
 import torch.nn as nn
@@ -21,11 +23,19 @@ class LocalDecoder(nn.Module):
         scale: target grid / token grid (4, 2, 1 or 0.5).
         dim, depth, num_heads, mlp_ratio: decoder transformer (256, 1, 8, 4 for ViT).
         with_cls: the tokens start with a cls token (ViT), which gets a zero position slot.
+        pred_layer: 'conv' (rescale head then a default-initialised 1x1 conv, the ViT release) or
+            'linear' (a Linear on the tokens with xavier weight and zero bias, the Swin release;
+            needs ``scale=1``).
     """
 
     def __init__(self, in_dim, grid_size, out_dim, scale=1, dim=256, depth=1, num_heads=8, mlp_ratio=4.,
-                 with_cls=True, norm_eps=1e-6):
+                 with_cls=True, norm_eps=1e-6, pred_layer='conv'):
         super().__init__()
+        if pred_layer not in ('conv', 'linear'):
+            raise ValueError(f"decoder pred_layer must be 'conv' or 'linear', got {pred_layer!r}")
+        if pred_layer == 'linear' and scale != 1:
+            raise ValueError(f"decoder pred_layer='linear' predicts on the token grid; it cannot rescale "
+                             f"by {scale} (use 'conv')")
         self.grid_size, self.with_cls = tuple(grid_size), with_cls
         self.embed = nn.Linear(in_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -34,9 +44,12 @@ class LocalDecoder(nn.Module):
         self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_eps=norm_eps)
                                     for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=norm_eps)
-        layers, hidden = rescale_layers(dim, scale, pool='avg')
-        self.pred = nn.Sequential(*layers, nn.Conv2d(hidden, out_dim, 1))
-        self.apply(init_transformer_weights)
+        if pred_layer == 'linear':
+            self.pred = nn.Linear(dim, out_dim)
+        else:
+            layers, hidden = rescale_layers(dim, scale, pool='avg')
+            self.pred = nn.Sequential(*layers, nn.Conv2d(hidden, out_dim, 1))
+        self.apply(init_transformer_weights)  # Linear layers (pred too when 'linear'): xavier, zero bias
         nn.init.normal_(self.mask_token, std=.02)
 
     def no_weight_decay(self):
@@ -59,4 +72,6 @@ class LocalDecoder(nn.Module):
         x = self.norm(x)
         if cls is not None:
             x = x[:, 1:]
+        if isinstance(self.pred, nn.Linear):
+            return self.pred(x).transpose(1, 2).reshape(B, -1, h, w)
         return self.pred(x.transpose(1, 2).reshape(B, D, h, w))

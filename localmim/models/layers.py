@@ -169,6 +169,12 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size)
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if norm else nn.Identity()
 
+    def reset_as_linear(self):
+        """xavier-uniform ``proj`` weight viewed as a [dim, C*p*p] matrix (MAE / JAX ViT / the
+        LocalMIM release); the conv bias keeps PyTorch's default init."""
+        w = self.proj.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+
     def grid_size(self, height, width):
         p = self.patch_size
         if height % p or width % p:

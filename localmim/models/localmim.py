@@ -18,6 +18,7 @@ from mmengine.structures import BaseDataElement
 from ..engine.loss_guard import guarded_update
 from ..registry import MODELS, build_model
 from .decoders import LocalDecoder
+from .vit import VisionTransformer
 
 
 def random_mask(batch, grid_hw, ratio, per_sample=True, device=None):
@@ -49,6 +50,20 @@ def resize_mask(mask, size):
     return F.avg_pool2d(mask[:, None], (h // H, w // W))[:, 0]
 
 
+def check_taps(taps, num_layers):
+    """Taps resolved to non-negative layer indices; refuses out-of-range, unsorted or repeated taps
+    (the encoders return tapped features in layer order, paired here with norms and decoders)."""
+    taps = list(taps)
+    bad = [t for t in taps if not -num_layers <= t < num_layers]
+    if bad:
+        raise ValueError(f'taps {bad} are out of range for an encoder with {num_layers} tappable layers')
+    resolved = [t % num_layers for t in taps]
+    if any(b <= a for a, b in zip(resolved, resolved[1:])):
+        raise ValueError(f'taps must be strictly increasing layers (fine to coarse, one decoder each), '
+                         f'got {taps}; reorder them together with the target cell sizes')
+    return resolved
+
+
 def masked_mse(pred, target, weight):
     """Mean over channels of the squared error, averaged over cells with weights [B, h, w].
 
@@ -64,11 +79,14 @@ class LocalMIM(BaseModel):
 
     Args:
         encoder: encoder config (``VisionTransformer`` or ``SwinTransformer``).
-        taps: supervised encoder layers, fine to coarse (ViT-B: 1, 3, 9, 11; Swin: stages 0-3).
+        taps: supervised encoder layers, strictly increasing (ViT-B blocks 1, 3, 9, 11; Swin stages
+            0-3); tap i predicts the target at ``target.cell_sizes[i]``.
         target: ``HOGTarget``/``PixelTarget`` config with one cell size per tap.
-        decoder: ``dims`` (int or one per tap), ``depth``, ``num_heads``, ``mlp_ratio``.
+        decoder: ``dims`` (int or one per tap), ``depth``, ``num_heads``, ``mlp_ratio``,
+            ``pred_layer`` ('conv' for ViT, 'linear' for Swin; see :class:`LocalDecoder`).
         mask_ratio: fraction of mask units dropped.
-        mask_unit: mask cell in pixels (default: the encoder's patch size; 32 for Swin).
+        mask_unit: mask cell in pixels (default: the encoder's patch size, the only choice for ViT;
+            32 for Swin).
         mask_per_sample: a fresh mask per image (ViT) or one per batch (Swin).
         isolate_gradients: each encoder segment is trained only by its own tap's loss.
         nonfinite: 'raise' (stop naming the iteration and the scale) or 'skip' the update (a
@@ -80,7 +98,9 @@ class LocalMIM(BaseModel):
                  data_preprocessor=None, init_cfg=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.encoder = build_model(encoder)
-        self.taps = list(taps)
+        # ViT taps index blocks, Swin taps index stages
+        tappable = self.encoder.blocks if hasattr(self.encoder, 'blocks') else self.encoder.layers
+        self.taps = check_taps(taps, len(tappable))
         self.target = build_model(target)
         cells = self.target.cell_sizes
         if len(cells) != len(self.taps):
@@ -89,6 +109,9 @@ class LocalMIM(BaseModel):
             raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
         self.mask_ratio, self.mask_per_sample = mask_ratio, mask_per_sample
         self.mask_unit = mask_unit or self.encoder.patch_size
+        if isinstance(self.encoder, VisionTransformer) and self.mask_unit != self.encoder.patch_size:
+            raise ValueError(f'mask_unit={self.mask_unit} does not fit a ViT encoder: it masks whole '
+                             f'patches, so mask_unit must equal its patch size {self.encoder.patch_size}')
         self.isolate_gradients, self.nonfinite = isolate_gradients, nonfinite
         decoder = dict(dims=256, depth=1, num_heads=8, mlp_ratio=4.) | (decoder or {})
         dims = decoder.pop('dims')

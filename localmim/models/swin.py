@@ -37,7 +37,7 @@ from mmengine.model import BaseModule
 from torch.utils.checkpoint import checkpoint
 
 from ..registry import MODELS
-from .layers import Block, PatchEmbed
+from .layers import Block, PatchEmbed, init_transformer_weights
 
 SWIN_ARCHS = {
     # name: (embed_dim, depths, num_heads)
@@ -285,18 +285,11 @@ class SwinTransformer(BaseModule):
                 self.add_module(f'norm{i}', nn.LayerNorm(self.dims[i], eps=norm_eps))
         self.norm = nn.LayerNorm(self.dims[-1], eps=norm_eps) if final_norm else nn.Identity()
         self._unmasked_plans = {}
-        self.apply(self._init_module)
+        # the release's init: xavier-uniform Linear weights and patch-embedding conv (as a matrix),
+        # zero Linear biases, LayerNorm 1/0; relative position tables truncated normal 0.02
+        self.apply(init_transformer_weights)
+        self.patch_embed.reset_as_linear()
         self.register_load_state_dict_pre_hook(self._resize_rel_pos_tables)
-
-    @staticmethod
-    def _init_module(module):
-        if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
     def _resize_rel_pos_tables(self, module, state_dict, prefix, *args):
         """Load-time hook: tables of another window size are resized bicubically."""

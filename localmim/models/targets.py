@@ -12,6 +12,9 @@ import torch.nn.functional as F
 from ..registry import MODELS
 
 SOBEL = torch.tensor([[1., 0., -1.], [2., 0., -2.], [1., 0., -1.]])
+# Sobel responses below this fraction of the largest possible one (8 max|x|) are rounding noise
+# (float32 sums of terms up to 4 max|x|); they are snapped to 0 so that binning is deterministic.
+SNAP = 1e-6
 
 
 def sobel(images):
@@ -27,13 +30,28 @@ def sobel(images):
     return torch.stack([g0, g1], 1).view(B, C, 2, H, W)
 
 
+def snap_small(grads, images, snap=SNAP):
+    """Sobel responses [B, C, 2, H, W] of images [B, C, H, W] with every response whose magnitude
+    is at most ``snap`` x 8 max|image channel| set to exactly 0.
+
+    A response that is 0 in exact arithmetic (flat or symmetric neighbourhoods) comes out of
+    floating point as +-1e-7 or +-1e-16 with an arbitrary sign, and atan2 turns the sign into a
+    jump between bin 0 and bin nbins-1 (or around pi/2 for even nbins); snapped, every
+    precision and device puts the pixel in the same bin. Genuine responses of uint8 images are
+    multiples of 1/std (> 1e-2), far above the threshold.
+    """
+    bound = 8 * images.abs().amax(dim=(-2, -1))  # [B, C]: |response| <= sum|SOBEL| * max|x|
+    return grads.masked_fill(grads.abs() <= snap * bound[:, :, None, None, None], 0.)
+
+
 @MODELS.register_module()
 class HOGTarget(nn.Module):
     """Histograms of oriented gradients, per colour channel, at several cell sizes.
 
     Per channel: Sobel responses (g0 with [[1,0,-1],[2,0,-2],[1,0,-1]], g1 with its transpose,
-    reflect padding, optional frozen bias), magnitude |g|, angle atan2(g0, g1), hard unsigned
-    binning ``floor(angle / pi * nbins) mod nbins``; each pixel adds its magnitude to its bin.
+    reflect padding; rounding noise snapped to 0, see :func:`snap_small`; optional frozen bias),
+    magnitude |g|, angle atan2(g0, g1), hard unsigned binning ``floor(angle / pi * nbins) mod
+    nbins``; each pixel adds its magnitude to its bin. Runs in float32, or float64 for float64 input.
     The bin maps are average-pooled over cells and each cell's nbins vector is L2-normalised.
     Output channels are colour-major: [R bins, G bins, B bins] (3 * nbins).
 
@@ -64,14 +82,25 @@ class HOGTarget(nn.Module):
         """Target dimension of each scale."""
         return [3 * self.nbins] * len(self.cell_sizes)
 
-    def cell_histograms(self, grads, bias, cell):
-        """Cell histograms [B, 3, nbins, H/cell, W/cell] (mean over each cell's pixels) from
-        Sobel responses [B, 3, 2, H, W]: every pixel adds its magnitude to its bin of its cell."""
+    def gradients(self, images):
+        """Snapped Sobel responses [B, 3, 2, H, W] of images [B, 3, H, W] (float32 or float64)."""
+        images = images if images.dtype == torch.float64 else images.float()
+        return snap_small(sobel(images), images)
+
+    def pixel_bins(self, grads, bias=None):
+        """Per-pixel magnitude [B, 3, H, W] and orientation bin (int64) of Sobel responses
+        [B, 3, 2, H, W], after adding ``bias`` [2] if given."""
         if bias is not None:
             grads = grads + bias.view(1, 1, 2, 1, 1)
         g0, g1 = grads[:, :, 0], grads[:, :, 1]
         magnitude = torch.sqrt(g0 * g0 + g1 * g1)
         bins = torch.floor(torch.atan2(g0, g1) / math.pi * self.nbins).long() % self.nbins
+        return magnitude, bins
+
+    def cell_histograms(self, grads, bias, cell):
+        """Cell histograms [B, 3, nbins, H/cell, W/cell] (mean over each cell's pixels) from
+        Sobel responses [B, 3, 2, H, W]: every pixel adds its magnitude to its bin of its cell."""
+        magnitude, bins = self.pixel_bins(grads, bias)
         B, C, H, W = magnitude.shape
         h, w = H // cell, W // cell
         rows = torch.arange(H, device=grads.device) // cell
@@ -100,7 +129,7 @@ class HOGTarget(nn.Module):
         for cell in self.cell_sizes:
             if H % cell or W % cell:
                 raise ValueError(f'image size {H}x{W} is not divisible by the HOG cell size {cell}')
-        grads = sobel(images.float())
+        grads = self.gradients(images)
         if self.bias is None or self.bias.shape[0] == 1:
             finest = min(self.cell_sizes)
             bias = None if self.bias is None else self.bias[0]
