@@ -25,7 +25,7 @@ from mmengine.structures import BaseDataElement
 
 from localmim.engine import AmpOptimWrapper
 from localmim.engine.amp import autocast_dtype
-from localmim.engine.launch import build_runner
+from localmim.engine.launch import build_runner, run_tool
 from localmim.registry import build_model
 
 TESTS_DIR = osp.dirname(osp.abspath(__file__))
@@ -171,3 +171,27 @@ def test_autocast_dtype_choices_and_errors(monkeypatch):
         autocast_dtype('bfloat16', 'cuda')
     with pytest.raises(ValueError, match=r"^optim_wrapper.dtype='float32' is not a mixed-precision dtype"):
         AmpOptimWrapper(optimizer=torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1), dtype='float32')
+
+
+# ------------------------------------------------------------------ strategies that cannot run here
+def train_error_line(capsys, *argv):
+    main = runpy.run_path(osp.join(REPO_DIR, 'tools', 'train.py'))['main']
+    with pytest.raises(SystemExit) as exit_info:
+        run_tool(main, [*map(str, argv)])
+    assert exit_info.value.code == 1
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_strategy_whose_package_is_missing_says_what_to_set_instead(tmp_path, capsys):
+    line = train_error_line(capsys, TINY_VIT, '--work-dir', tmp_path, '--cfg-options', 'runner_type=FlexibleRunner',
+                            'strategy.type=DeepSpeedStrategy')
+    assert line.startswith('error: strategy DeepSpeedStrategy needs the deepspeed package (pip install '
+                           "deepspeed); or shard with strategy=dict(type='FSDPStrategy')")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the error is for machines without CUDA')
+def test_fsdp_without_gpus_points_to_ddp(tmp_path, capsys):
+    config = osp.join(CONFIGS, 'pretrain', 'localmim_vit-h_fsdp_800e_in1k.py')
+    line = train_error_line(capsys, config, '--work-dir', tmp_path, '--launcher', 'pytorch')
+    assert line == ('error: strategy FSDPStrategy (FlexibleRunner) needs GPUs to start its process group; '
+                    'without CUDA drop runner_type and strategy: localmim.Runner runs DDP over gloo')

@@ -9,11 +9,13 @@ registered names (:func:`explain_unknown_types`).
 import collections
 import contextlib
 import difflib
+import importlib.util
 import os
 import os.path as osp
 import re
 import sys
 
+import torch
 from mmengine.config import Config
 from mmengine.registry import RUNNERS, Registry
 from mmengine.registry import root as mmengine_root
@@ -46,7 +48,29 @@ def build_runner(cfg):
     """
     if 'runner_type' not in cfg:
         cfg.runner_type = DEFAULT_RUNNER_TYPE
+    check_strategy(cfg)
     return RUNNERS.build(cfg)
+
+
+# mmengine FlexibleRunner strategies that need a package of their own
+_STRATEGY_PACKAGES = {'DeepSpeedStrategy': 'deepspeed', 'ColossalAIStrategy': 'colossalai'}
+
+
+def check_strategy(cfg):
+    """One clear error for a FlexibleRunner ``strategy`` that cannot run here: its package is
+    missing, or it would start a process group without GPUs (mmengine's init needs CUDA)."""
+    strategy = cfg.get('strategy') or {}
+    name = str(strategy.get('type', '')).rsplit('.', 1)[-1]
+    package = _STRATEGY_PACKAGES.get(name)
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise ImportError(f"strategy {name} needs the {package} package (pip install {package}); or "
+                          "shard with strategy=dict(type='FSDPStrategy') (see "
+                          "mm_configs/pretrain/localmim_vit-h_fsdp_800e_in1k.py), or drop runner_type and "
+                          "strategy for DDP with localmim.Runner")
+    if (name and cfg.get('launcher', 'none') != 'none' and not torch.cuda.is_available()
+            and not torch.distributed.is_initialized()):
+        raise RuntimeError(f'strategy {name} (FlexibleRunner) needs GPUs to start its process group; '
+                           'without CUDA drop runner_type and strategy: localmim.Runner runs DDP over gloo')
 
 
 def set_local_rank_env(local_rank):
