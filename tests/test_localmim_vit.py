@@ -261,3 +261,14 @@ def test_global_only_baseline():
     model = tiny_model(taps=[3], target=dict(type='HOGTarget', nbins=9, cell_sizes=(4,)))
     losses = model.loss(torch.randn(2, 3, 32, 32))
     assert list(losses) == ['loss_4px'] and len(model.decoders) == 1
+
+
+@pytest.mark.parametrize('bad', [float('inf'), float('nan')])
+def test_a_nonfinite_pixel_reaches_the_target_instead_of_being_snapped_away(bad):
+    # The rounding-noise snap is relative to the image's largest value; an inf pixel must not turn
+    # every response of its image into "noise" (all-zero, finite targets would hide the corruption).
+    images = torch.rand(2, 3, 16, 16)
+    images[0, 1, 5, 7] = bad
+    targets = HOGTarget(nbins=9, cell_sizes=(4, 8))(images)
+    assert all(not torch.isfinite(t[0]).all() for t in targets)
+    assert all(torch.isfinite(t[1]).all() for t in targets)  # the other image is unaffected

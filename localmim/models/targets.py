@@ -41,7 +41,9 @@ def snap_small(grads, images, snap=SNAP):
     multiples of 1/std (> 1e-2), far above the threshold.
     """
     bound = 8 * images.abs().amax(dim=(-2, -1))  # [B, C]: |response| <= sum|SOBEL| * max|x|
-    return grads.masked_fill(grads.abs() <= snap * bound[:, :, None, None, None], 0.)
+    # a NaN/inf pixel must not make every response "small": it propagates to the target instead
+    threshold = torch.where(torch.isfinite(bound), snap * bound, torch.zeros_like(bound))
+    return grads.masked_fill(grads.abs() <= threshold[:, :, None, None, None], 0.)
 
 
 @MODELS.register_module()
