@@ -1,8 +1,10 @@
 from .checkpoint_hook import CheckpointHook
+from .complete_checkpoint_hook import CompleteCheckpointHook
 from .iteration_seed_hook import IterationSeedHook
 from .optim_constructor import LayerDecayOptimWrapperConstructor
 from .optimizers import Lars
 from .runner import Runner
+from .tensorboard import ReconstructionHook
 
-__all__ = ['CheckpointHook', 'IterationSeedHook', 'LayerDecayOptimWrapperConstructor', 'Lars',
-           'Runner']
+__all__ = ['CheckpointHook', 'CompleteCheckpointHook', 'IterationSeedHook', 'LayerDecayOptimWrapperConstructor', 'Lars',
+           'ReconstructionHook', 'Runner']

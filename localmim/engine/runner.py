@@ -13,7 +13,9 @@ Differences from ``mmengine.runner.Runner`` (everything else is inherited):
   file and the first bad key) before anything is written, so the previous one stays the latest;
 - loading (``load_from``, resume, ``tools/test.py``) a checkpoint of which no key matches the
   model raises one ``CheckpointError`` naming the file; a partial match logs the unmatched keys;
-- without CUDA, a distributed launch (``--launcher pytorch``) uses gloo and CPU DDP.
+- without CUDA, a distributed launch (``--launcher pytorch``) uses gloo and CPU DDP;
+- the terminal shows a one-line summary instead of the environment, config and hook order,
+  which stay in the log file (:mod:`localmim.engine.console`).
 
 Select it with ``runner_type = 'localmim.Runner'`` (the default of ``tools/train.py``).
 """
@@ -33,6 +35,7 @@ from ..checkpoint import (check_keys_match, commit_file, find_latest_checkpoint,
                           to_weights_only_safe, write_text_atomic)
 from ..registry import RUNNERS
 from .checkpoint_hook import CheckpointHook
+from .console import quiet_console
 
 __all__ = ['Runner']
 
@@ -50,6 +53,12 @@ class Runner(MMEngineRunner):
         if self.distributed and not is_distributed() and not torch.cuda.is_available():
             _init_cpu_process_group(self.launcher, env_cfg.get('dist_cfg', {}))
         super().setup_env(env_cfg)
+
+    def build_logger(self, log_level='INFO', log_file=None, **kwargs):
+        log_file = log_file or osp.join(self._log_dir, f'{self.timestamp}.log')
+        logger = super().build_logger(log_level, log_file, **kwargs)
+        quiet_console(logger, log_file)
+        return logger
 
     def wrap_model(self, model_wrapper_cfg, model):
         if self.distributed and model_wrapper_cfg is None and not torch.cuda.is_available():
