@@ -118,3 +118,13 @@ def test_vit_of_unknown_size_asks_for_the_number_of_heads(tmp_path, capsys):
     with torch.no_grad():
         torch.testing.assert_close(theirs.forward_features(x)[:, 1:],
                                    vit.eval()(x)[0].flatten(2).transpose(1, 2), atol=1e-5, rtol=0)
+
+
+def test_config_text_in_meta_is_parsed_never_run(tmp_path):
+    from localmim.conversion import architecture_from_config_text
+    sentinel = tmp_path / 'code_ran'
+    text = (f"import os\nos.system('touch {sentinel}')\n"
+            "model = dict(type='LocalMIM', encoder=dict(type='VisionTransformer', arch=None, num_heads=2,\n"
+            "             img_size=os.getpid()))\n")
+    assert architecture_from_config_text(text) == {'num_heads': 2}  # img_size is no literal
+    assert not sentinel.exists()

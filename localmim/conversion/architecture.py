@@ -5,6 +5,7 @@ from its relative position tables). ``known`` fills what the weights cannot tell
 ``architecture`` a converted checkpoint stores in its ``meta``, or the encoder of the config that
 a pretraining checkpoint stores (``meta['cfg']``); for ViT the standard sizes are recognised.
 """
+import ast
 import math
 import re
 
@@ -85,21 +86,42 @@ def _standard_vit_heads(embed_dim, depth):
 
 def architecture_from_config_text(text):
     """``num_heads``/``img_size``/``window_size`` of the encoder (pretraining) or backbone of the
-    config that mmengine stores as text in a checkpoint's ``meta['cfg']``; {} if none."""
-    from mmengine.config import Config
+    config that mmengine stores as text in a checkpoint's ``meta['cfg']``; {} if none.
+
+    The text comes from the checkpoint file, so it is parsed, never executed: only literal values
+    of ``model = dict(encoder=dict(...))`` (or ``backbone``) are read.
+    """
     try:
-        cfg = Config.fromstring(text, '.py')
-    except Exception:  # noqa: BLE001 (a config that no longer parses tells nothing)
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
         return {}
-    model = cfg.get('model', {})
-    net = model.get('encoder') or model.get('backbone') or {}
-    found = {key: net[key] for key in ('num_heads', 'img_size', 'window_size') if key in net}
-    archs = SWIN_ARCHS if 'Swin' in str(net.get('type')) else VIT_ARCHS
-    if net.get('arch') in archs:  # the arch's sizes win over the explicit ones, as in the model
-        found['num_heads'] = archs[net['arch']][2]
+    model = next((_dict_items(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                  and [getattr(t, 'id', None) for t in node.targets] == ['model']), {})
+    net = _dict_items(model.get('encoder') or model.get('backbone'))
+    found = {}
+    for key in ('type', 'arch', 'num_heads', 'img_size', 'window_size'):
+        if key in net:
+            try:
+                found[key] = ast.literal_eval(net[key])
+            except ValueError:  # not a literal
+                pass
+    archs = SWIN_ARCHS if 'Swin' in str(found.pop('type', '')) else VIT_ARCHS
+    arch = found.pop('arch', None)
+    if arch in archs:  # the arch's sizes win over the explicit ones, as in the model
+        found['num_heads'] = archs[arch][2]
     if isinstance(found.get('num_heads'), list):
         found['num_heads'] = tuple(found['num_heads'])
     return found
+
+
+def _dict_items(node):
+    """{key: value node} of a ``dict(k=v, ...)`` call or ``{'k': v}`` literal node; {} otherwise."""
+    if isinstance(node, ast.Call) and getattr(node.func, 'id', None) == 'dict':
+        return {keyword.arg: keyword.value for keyword in node.keywords if keyword.arg}
+    if isinstance(node, ast.Dict):
+        return {key.value: value for key, value in zip(node.keys, node.values)
+                if isinstance(key, ast.Constant) and isinstance(key.value, str)}
+    return {}
 
 
 def timm_create_model_call(arch, file):
