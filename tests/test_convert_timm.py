@@ -11,6 +11,7 @@ import timm
 import torch
 from mmengine.config import Config
 from safetensors import safe_open
+from test_vit_downstream import randomize
 
 from localmim.checkpoint import load_checkpoint_file
 from localmim.models.swin import SwinTransformer
@@ -23,19 +24,11 @@ VIT_CONFIG = osp.join(REPO_DIR, 'tests', 'configs', 'localmim_tiny_resume.py')  
 SWIN_CONFIG = osp.join(REPO_DIR, 'mm_configs', 'pretrain', 'swin_localmim-tiny_fmnist.py')
 
 
-def randomized(module, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in module.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
-    return module
-
-
 def pretraining_checkpoint(config, path, **encoder):
     """A LocalMIM pretraining checkpoint as mmengine writes it: weights and the config text."""
     cfg = Config.fromfile(config)
     cfg.model.encoder.update(encoder)
-    model = randomized(build_model(cfg.model))
+    model = randomize(build_model(cfg.model))
     torch.save({'state_dict': model.state_dict(), 'meta': {'cfg': cfg.pretty_text}}, path)
     return cfg
 
@@ -105,7 +98,7 @@ def test_swin_backbone_file_exports_to_timm(tmp_path, capsys):
 
 
 def test_vit_of_unknown_size_asks_for_the_number_of_heads(tmp_path, capsys):
-    vit = randomized(VisionTransformer(arch=None, img_size=32, patch_size=8, embed_dim=40, depth=2,
+    vit = randomize(VisionTransformer(arch=None, img_size=32, patch_size=8, embed_dim=40, depth=2,
                                        num_heads=5))
     torch.save({'state_dict': {f'backbone.{k}': v for k, v in vit.state_dict().items()}},
                tmp_path / 'backbone.pth')

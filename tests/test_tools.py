@@ -188,27 +188,33 @@ def test_mim_trains_a_packaged_config_by_name_and_tests(tmp_path):
     assert (site / 'localmim' / '.mim' / 'tools' / 'train.py').is_file()
     fmnist = tmp_path / 'fmnist'
     write_tiny_fashion_mnist(str(fmnist))
+    cfg = load_config(osp.join(CONFIGS, 'toy_regression.py'), work_dir=str(tmp_path / 'toy'))
+    cfg.experiment_name = 'mim_toy_reference'
+    build_runner(cfg).train()  # a checkpoint for `mim test`
+
     mim = osp.join(osp.dirname(sys.executable), 'mim')
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), TESTS_DIR]), OMP_NUM_THREADS='1')
     work_dir = tmp_path / 'train'
-    trained = subprocess.run(
-        [mim, 'train', 'localmim', 'localmim_vit-tiny_fmnist.py', '--work-dir', str(work_dir),
-         '--max-epochs', '1', '--cfg-options', f'train_dataloader.dataset.data_root={fmnist}',
-         'train_dataloader.dataset.num_samples=16', 'train_dataloader.batch_size=4',
-         'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False'],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    commands = {
+        'train': [mim, 'train', 'localmim', 'localmim_vit-tiny_fmnist.py', '--work-dir', str(work_dir),
+                  '--max-epochs', '1', '--cfg-options', f'train_dataloader.dataset.data_root={fmnist}',
+                  'train_dataloader.dataset.num_samples=16', 'train_dataloader.batch_size=4',
+                  'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False'],
+        'test': [mim, 'test', 'localmim', osp.join(CONFIGS, 'toy_regression.py'), '--checkpoint',
+                 str(tmp_path / 'toy' / 'iter_6.pth'), '--work-dir', str(tmp_path / 'test')],
+    }
+    processes = {name: subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+                 for name, command in commands.items()}  # both at once: their start-ups overlap
+    results = {}
+    for name, process in processes.items():
+        stdout, stderr = process.communicate(timeout=300)
+        results[name] = subprocess.CompletedProcess(commands[name], process.returncode, stdout, stderr)
+    trained, tested = results['train'], results['test']
     check(trained)
     assert 'localmim/.mim/configs/pretrain/localmim_vit-tiny_fmnist.py' in trained.stdout
     assert re.search(r'Epoch\(train\) \[1\]\[4/4\]', trained.stdout)
     assert load_checkpoint_file(work_dir / 'epoch_1.pth')['meta']['iter'] == 4
-
-    cfg = load_config(osp.join(CONFIGS, 'toy_regression.py'), work_dir=str(tmp_path / 'toy'))
-    cfg.experiment_name = 'mim_toy_reference'
-    build_runner(cfg).train()
-    tested = subprocess.run(
-        [mim, 'test', 'localmim', osp.join(CONFIGS, 'toy_regression.py'), '--checkpoint',
-         str(tmp_path / 'toy' / 'iter_6.pth'), '--work-dir', str(tmp_path / 'test')],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     check(tested)
     assert 'toy/mse:' in tested.stdout
 
