@@ -10,7 +10,7 @@ with a stock runner could neither resume nor test from their own checkpoint afte
 - numpy: ``ndarray`` (restored from its raw bytes or, for object arrays, from objects that went
   through the same unpickler), ``_reconstruct``, ``dtype`` and its numpy 2 classes, ``scalar``
   (numbers from bytes), under both the numpy 1 (``numpy.core``) and numpy 2 names;
-- ``collections.defaultdict`` and ``deque``;
+- ``collections.defaultdict`` (hooks' bookkeeping; its factory can only be an allowed type);
 - ``HistoryBuffer``, replaced by :class:`_LoadedHistoryBuffer`: its ``__getstate__`` stores the
   class-level dict of statistics methods (``{'mean': HistoryBuffer.mean, ...}``), which pickle
   as ``getattr(HistoryBuffer, 'mean')``, and mmengine's ``__setstate__`` merges that dict into
@@ -90,7 +90,7 @@ def _numpy_globals():
 
 MMENGINE_SAFE_GLOBALS = [
     *_numpy_globals(),
-    collections.defaultdict, collections.deque,
+    collections.defaultdict,
     (_LoadedHistoryBuffer, _BUFFER_PATH),
     (_statistics_method, 'builtins.getattr'),
 ]
