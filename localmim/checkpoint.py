@@ -6,23 +6,21 @@ safetensors for ``.safetensors`` files), through :func:`load_checkpoint_file`. I
 it, so ``Runner.resume``, ``load_from`` and ``init_cfg=dict(type='Pretrained', ...)`` of mmdet,
 mmseg and localmim models all load weights-only and fail with one clear error naming the file.
 
-Why nothing is allow-listed. A stock mmengine 0.10.7 checkpoint is refused by the weights-only
-unpickler because of what the message hub's ``HistoryBuffer`` pickles:
-``mmengine.logging.history_buffer.HistoryBuffer`` itself; numpy's ``ndarray``,
-``_core.multiarray._reconstruct``, ``dtype`` and ``_core.multiarray.scalar`` for its history
-arrays and for numpy scalars; and ``builtins.getattr``, which comes from
-``HistoryBuffer.__getstate__``: it stores the class-level ``_statistics_methods`` dict, whose
-functions (``HistoryBuffer.min`` ...) pickle as ``getattr(HistoryBuffer, 'min')``. Allow-listing
-``getattr`` would let a file fetch any attribute of any allow-listed object, and allow-listing
-``HistoryBuffer`` lets a file update that process-wide dict. Instead, ``localmim.Runner`` writes
-checkpoints that are weights-only loadable as they are (:func:`to_weights_only_safe`): each
-``HistoryBuffer`` becomes a plain dict of tensors (:func:`history_buffer_to_dict`, turned back
-by :func:`history_buffer_from_dict` on resume), numpy scalars become Python numbers and numpy
-arrays become tensors. The statistics methods need not be saved: they are registered on the class
-when their module is imported. Anything else that the weights-only unpickler would refuse is
-reported when the checkpoint is written, not when it is resumed. Third-party files are loaded
-strictly weights-only; :func:`load_checkpoint_file` accepts ``safe_globals`` for one load only
-(e.g. ``argparse.Namespace`` in a release checkpoint that stored its arguments).
+mmengine's own checkpoints. A stock mmengine 0.10.7 checkpoint (written by ``mmengine.Runner``,
+e.g. through mmdet's or mmseg's train scripts) pickles the message hub's ``HistoryBuffer``
+objects, numpy arrays, dtypes and scalars, and, through ``HistoryBuffer.__getstate__``,
+``builtins.getattr`` calls that fetch its statistics methods. Every load allows exactly these
+data-only types (:data:`localmim.safe_globals.MMENGINE_SAFE_GLOBALS`, scoped to the one
+``torch.load`` call), with ``getattr`` replaced by a stand-in that returns only the registered
+statistics methods of ``HistoryBuffer``, so such checkpoints resume and test after
+``import localmim`` while anything that could run code is still refused. ``localmim.Runner``
+writes checkpoints that need none of it (:func:`to_weights_only_safe`): each ``HistoryBuffer``
+becomes a plain dict of tensors (:func:`history_buffer_to_dict`, turned back by
+:func:`history_buffer_from_dict` on resume), numpy scalars become Python numbers and numpy
+arrays tensors; anything else that the weights-only unpickler would refuse is reported when the
+checkpoint is written, not when it is resumed. :func:`load_checkpoint_file` accepts more
+``safe_globals`` for one load only (e.g. ``argparse.Namespace`` in a release checkpoint that
+stored its arguments).
 
 Matching. A checkpoint of another model, or one whose keys carry another prefix, would load
 nothing without an error (mmengine loads non-strictly). :func:`check_keys_match` raises one
@@ -56,6 +54,8 @@ from mmengine.model.weight_init import update_init_info
 from mmengine.registry import WEIGHT_INITIALIZERS
 from mmengine.runner.checkpoint import CheckpointLoader, load_state_dict
 
+from .safe_globals import MMENGINE_SAFE_GLOBALS
+
 __all__ = [
     'CheckpointError', 'load_checkpoint_file', 'atomic_save', 'write_text_atomic', 'commit_file',
     'partial_path', 'to_weights_only_safe', 'history_buffer_to_dict', 'history_buffer_from_dict',
@@ -82,9 +82,10 @@ def load_checkpoint_file(path, map_location='cpu', safe_globals=()):
         path (str): local file.
         map_location: as for :func:`torch.load`; for ``.safetensors`` a device (str or
             ``torch.device``) or None (cpu).
-        safe_globals (Sequence): extra classes/functions to allow for this one load only (e.g.
-            ``argparse.Namespace`` for a release checkpoint that stored its arguments). Use
-            only for types whose reconstruction runs no code of the file's choosing.
+        safe_globals (Sequence): classes/functions to allow for this one load only, besides
+            the data-only types of mmengine's checkpoints (e.g. ``argparse.Namespace`` for a
+            release checkpoint that stored its arguments). Use only for types whose
+            reconstruction runs no code of the file's choosing.
 
     Returns:
         dict: the deserialised checkpoint (a plain state dict for ``.safetensors``).
@@ -100,7 +101,7 @@ def load_checkpoint_file(path, map_location='cpu', safe_globals=()):
     if path.endswith('.safetensors'):
         return _load_safetensors(path, map_location)
     try:
-        with torch.serialization.safe_globals(list(safe_globals)):
+        with torch.serialization.safe_globals([*MMENGINE_SAFE_GLOBALS, *safe_globals]):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         if 'Weights only load failed' in str(error):
@@ -149,7 +150,9 @@ def _refused_message(path, error):
                 'convert it to a plain state dict (tensors in dicts) or to .safetensors in a '
                 'trusted environment.')
     found = re.search(r'Unsupported operand \d+', text)
-    detail = found.group(0) if found else _first_line(error)
+    if found is None:  # the unpickler's own reason, e.g. from localmim.safe_globals
+        found = re.search(r'WeightsUnpickler error:\s*(\S[^\n]*)', text)
+    detail = found.group(found.re.groups) if found else _first_line(error)
     return (f'Refused to load checkpoint file {path}: the weights-only unpickler cannot read it '
             f'({detail}); it is corrupt, or a pickle that is not a plain state dict. Nothing of '
             'it was run.')

@@ -139,9 +139,18 @@ def dense(name, config, out_dir):
     keep_results(metric)
     distributed = runner.val_loop.run()  # each rank half of the images, results gathered on rank 0
     alone, alone_seen = evaluate_alone(runner, cfg)
-    return dict(distributed={k: float(v) for k, v in distributed.items()}, alone={k: float(v) for k, v in alone.items()},
-                seen=getattr(metric, 'seen', None), alone_seen=alone_seen,
+    return dict(distributed={k: float(v) for k, v in distributed.items()},
+                alone={k: float(v) for k, v in alone.items()}, seen=getattr(metric, 'seen', None), alone_seen=alone_seen,
                 num_val=len(runner.val_dataloader.dataset), rank_batches=len(runner.val_dataloader))
+
+
+TWO_EPOCHS = {'train_cfg.max_epochs': 2, **MAIN}
+FSDP = {'runner_type': 'FlexibleRunner', 'strategy': dict(type='FSDPStrategy', model_wrapper=dict(
+    type='localmim.GuardedFullyShardedDataParallel', device_id='cpu', use_orig_params=True))}
+
+
+def nan_at(at_iter, ranks=None):
+    return dict(type='NaNImageHook', at_iter=at_iter, ranks=ranks)
 
 
 SCENARIOS = {
@@ -149,19 +158,12 @@ SCENARIOS = {
     'swin': lambda out: pretrain('swin', TINY_SWIN, out, {
         'train_dataloader.dataset.num_samples': 8, 'train_dataloader.batch_size': 2,
         'train_cfg.max_epochs': 1, 'default_hooks.logger.interval': 1}),
-    'nan_raise_one_rank': lambda out: pretrain('nan_raise_one_rank', TINY_VIT, out, {'train_cfg.max_epochs': 2, **MAIN},
-                                               [dict(type='NaNImageHook', at_iter=3, ranks=[1])]),
-    'nan_raise_all_ranks': lambda out: pretrain('nan_raise_all_ranks', TINY_VIT, out, {'train_cfg.max_epochs': 2, **MAIN},
-                                                [dict(type='NaNImageHook', at_iter=3)]),
-    'nan_skip': lambda out: pretrain('nan_skip', TINY_VIT, out, {'train_cfg.max_epochs': 2, 'model.nonfinite': 'skip',
-                                                                 **MAIN},
-                                     [dict(type='NaNImageHook', at_iter=2, ranks=[1]),
-                                      dict(type='NaNImageHook', at_iter=3)]),
+    'nan_raise_one_rank': lambda out: pretrain('nan_raise_one_rank', TINY_VIT, out, TWO_EPOCHS, [nan_at(3, [1])]),
+    'nan_raise_all_ranks': lambda out: pretrain('nan_raise_all_ranks', TINY_VIT, out, TWO_EPOCHS, [nan_at(3)]),
+    'nan_skip': lambda out: pretrain('nan_skip', TINY_VIT, out, {**TWO_EPOCHS, 'model.nonfinite': 'skip'},
+                                     [nan_at(2, [1]), nan_at(3)]),
     'fsdp': lambda out: pretrain('fsdp', TINY_VIT, out, {
-        'train_cfg.max_epochs': 1, 'model.nonfinite': 'skip', 'runner_type': 'FlexibleRunner', **MAIN,
-        'strategy': dict(type='FSDPStrategy', model_wrapper=dict(
-            type='localmim.GuardedFullyShardedDataParallel', device_id='cpu', use_orig_params=True))},
-        [dict(type='NaNImageHook', at_iter=2, ranks=[1])]),
+        'train_cfg.max_epochs': 1, 'model.nonfinite': 'skip', **MAIN, **FSDP}, [nan_at(2, [1])]),
     'mask_rcnn': lambda out: dense('mask_rcnn', MASK_RCNN, out),
     'upernet': lambda out: dense('upernet', UPERNET, out),
 }

@@ -7,6 +7,7 @@
 - sliding-window inference equals whole inference when one window covers the image, and the
   average of the overlapping windows' logits otherwise.
 """
+import glob
 import math
 import os.path as osp
 import pickle
@@ -37,8 +38,39 @@ def param_group_of(optimizer, param):
 
 
 def test_all_full_size_configs_are_listed():
-    assert FULL_CONFIGS == ['upernet_localmim-swin-b_8xb2-160k_ade20k-512x512.py',
+    assert FULL_CONFIGS == ['example_swap_backbone.py', 'upernet_localmim-swin-b_8xb2-160k_ade20k-512x512.py',
                             'upernet_localmim-vit-b_8xb2-160k_ade20k-512x512.py']
+
+
+def test_swap_example_is_mmsegs_upernet_with_our_swin_b():
+    cfg = load_config('ade20k', 'example_swap_backbone.py')
+    assert cfg.optim_wrapper.optimizer.type == 'SGD' and cfg.train_cfg.max_iters == 160000  # mmseg's, untouched
+    assert cfg.model.backbone.init_cfg.prefix == 'backbone.'
+    model = build_segmentor(cfg)
+    assert isinstance(model.backbone, SwinTransformer) and model.backbone.dims == [128, 256, 512, 1024]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        logits = model.eval().encode_decode(x, [dict(img_shape=(64, 64))])
+    assert logits.shape == (1, 150, 64, 64)
+
+
+def test_stock_mmseg_config_with_the_inherited_pretrained_key_builds_and_explains(tmp_path):
+    # mmseg's UperNet configs set model.pretrained='open-mmlab://resnet50_v1c', which its
+    # EncoderDecoder hands to whatever backbone the config ends up with.
+    config = tmp_path / 'swap.py'
+    config.write_text(
+        "_base_ = 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py'\n"
+        "model = dict(backbone=dict(_delete_=True, type='localmim.SwinTransformer', arch=None,\n"
+        "    embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=2,\n"
+        "    out_indices=(0, 1, 2, 3)),\n"
+        "    decode_head=dict(in_channels=[16, 32, 64, 128], channels=32),\n"
+        "    auxiliary_head=dict(in_channels=64, channels=16))\n")
+    cfg = load_config(str(config))
+    assert cfg.model.pretrained == 'open-mmlab://resnet50_v1c'
+    with pytest.warns(UserWarning, match=r"localmim.SwinTransformer ignores "
+                      r"pretrained='open-mmlab://resnet50_v1c' .* init_cfg=dict\(type='Pretrained'"):
+        model = build_segmentor(cfg)
+    assert isinstance(model.backbone, SwinTransformer)
 
 
 def test_vit_b_upernet_config_builds_with_the_release_recipe(monkeypatch):
@@ -185,9 +217,14 @@ def naive_ious(dumped, canvas_root):
 
 def test_test_tool_miou_and_class_table_match_a_naive_count(trained, canvas_root, tmp_path):
     dump = str(tmp_path / 'predictions.pkl')
+    shown = tmp_path / 'shown'
     run_tools([('test.py', [osp.join('mm_configs', 'ade20k', TINY_CONFIGS['vit']),
                             osp.join(trained['vit'], 'iter_2.pth'), '--work-dir', str(tmp_path), '--out', dump,
-                            '--cfg-options', 'test_dataloader.num_workers=0'])], canvas_root)
+                            '--show-dir', str(shown), '--cfg-options', 'test_dataloader.num_workers=0'])],
+              canvas_root)
+    # --show-dir draws every test image (mmseg's hook alone draws every 50th batch: none of these 4)
+    drawn = glob.glob(osp.join(shown, '**', '*.png'), recursive=True)
+    assert len(drawn) == 4 and all(cv2.imread(path) is not None for path in drawn)
     with open(dump, 'rb') as file:  # our own dump of this run's predictions
         dumped = pickle.load(file)
     assert len(dumped) == 4

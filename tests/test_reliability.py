@@ -340,6 +340,16 @@ def test_missing_data_root(train_error, tmp_path):
     assert line.startswith(f"error: Fashion-MNIST root '{missing}' does not exist.")
 
 
+def test_empty_dataset_folder_is_named(train_error, tmp_path):
+    # mmseg's dataset on an empty folder: mmengine fails with "need at least one array to concatenate"
+    for folder in ('images/training', 'annotations/training'):
+        (tmp_path / 'canvas' / folder).mkdir(parents=True)
+    config = osp.join(REPO_DIR, 'mm_configs', 'ade20k', 'upernet_vit-tiny_fmnist-canvas.py')
+    line = train_error(config, '--cfg-options', f'train_dataloader.dataset.data_root={tmp_path / "canvas"}')
+    assert line == (f'error: the dataset of train_dataloader has no samples: {tmp_path}/canvas/images/training '
+                    f'is empty, {tmp_path}/canvas/annotations/training is empty')
+
+
 def imagenet_config(tmp_path, dataset_options=''):
     return write_config(tmp_path / 'imagenet_cfg.py', f"""
 train_dataloader = dict(batch_size=2, dataset=dict(

@@ -1,23 +1,28 @@
-"""tools/train.py, tools/test.py and tools/dist_train.sh end to end, in subprocesses, on CPU.
+"""tools/train.py, tools/test.py, tools/dist_train.sh and mim end to end, in subprocesses, on CPU.
 
 The toy config (tests/configs/toy_regression.py) trains a 58-parameter regressor for 6
 iterations with checkpoints every 2, zeroing random inputs like MIM masks; its components come
 from tests/engine_toys.py. ``localmim.IterationSeedHook`` makes the random draws after a resume
 equal those of an uninterrupted run.
 """
+import glob
 import json
 import os
 import os.path as osp
 import pickle
+import re
+import runpy
+import shutil
 import socket
 import subprocess
 import sys
 
 import pytest
 import torch
+from mmengine.config import Config
 
 from localmim.checkpoint import load_checkpoint_file
-from localmim.engine.launch import build_runner, load_config
+from localmim.engine.launch import build_runner, load_config, run_tool
 
 TESTS_DIR = osp.dirname(osp.abspath(__file__))
 REPO_DIR = osp.dirname(TESTS_DIR)
@@ -133,3 +138,136 @@ def test_two_process_cpu_training_keeps_ranks_in_sync(tmp_path):
                                                                         rel=1e-5)
     single = json.load(open(tmp_path / 'single/weights_rank0.json'))
     torch.testing.assert_close(torch.tensor(weights[0]), torch.tensor(single), rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------- tools/test.py: partial checkpoints
+def test_test_tool_refuses_a_checkpoint_covering_part_of_the_model(reference_run, tmp_path, capsys):
+    state = load_checkpoint_file(osp.join(reference_run, 'iter_6.pth'))['state_dict']
+    partial = {'net.0.weight': state['net.0.weight'], 'net.0.bias': state['net.0.bias'],
+               'net.2.weight': torch.zeros(3, 8)}  # net.2.bias missing, net.2.weight mis-shaped
+    torch.save({'state_dict': partial}, tmp_path / 'partial.pth')
+    main = runpy.run_path(osp.join(REPO_DIR, 'tools', 'test.py'))['main']
+    argv = [osp.join(CONFIGS, 'toy_regression.py'), str(tmp_path / 'partial.pth'), '--work-dir',
+            str(tmp_path), '--cfg-options', 'experiment_name=partial_refused']
+    with pytest.raises(SystemExit) as exit_info:  # in-process, with the tools' error reporting
+        run_tool(main, argv)
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f'error: checkpoint {tmp_path / "partial.pth"} does not cover the model: 1 of the model\'s '
+        '4 keys are not in it: net.2.bias; 1 have another shape: net.2.weight (3, 8) vs model '
+        '(2, 8). The uncovered weights would stay random and the metrics would be meaningless; '
+        'pass --allow-partial to evaluate anyway.')
+    argv[-1] = 'experiment_name=partial_allowed'
+    metrics = run_tool(main, argv + ['--allow-partial'])
+    assert 'toy/mse' in metrics
+
+
+# --------------------------------------------------------------------------------- mim (openmim)
+def installed_wheel(tmp_path):
+    """localmim built as a wheel (from a copy of the sources) and installed under a folder:
+    {folder}/localmim, as pip installs it for a user."""
+    source = tmp_path / 'source'
+    for name in ('localmim', 'tools', 'mm_configs'):
+        shutil.copytree(osp.join(REPO_DIR, name), source / name, symlinks=True,
+                        ignore=shutil.ignore_patterns('__pycache__'))
+    for name in ('pyproject.toml', 'README.md'):
+        shutil.copy(osp.join(REPO_DIR, name), source / name)
+    pip = [sys.executable, '-m', 'pip', '--disable-pip-version-check', '-q']
+    check(subprocess.run([*pip, 'wheel', '--no-deps', '--no-build-isolation', '-w', str(tmp_path / 'dist'),
+                          str(source)], capture_output=True, text=True, timeout=300))
+    [wheel] = (tmp_path / 'dist').glob('localmim-*.whl')
+    site = tmp_path / 'site'
+    check(subprocess.run([*pip, 'install', '--no-deps', '--target', str(site), str(wheel)],
+                         capture_output=True, text=True, timeout=300))
+    return site
+
+
+def test_mim_trains_a_packaged_config_by_name_and_tests(tmp_path):
+    from _data_helpers import write_tiny_fashion_mnist
+    site = installed_wheel(tmp_path)
+    assert (site / 'localmim' / '.mim' / 'tools' / 'train.py').is_file()
+    fmnist = tmp_path / 'fmnist'
+    write_tiny_fashion_mnist(str(fmnist))
+    cfg = load_config(osp.join(CONFIGS, 'toy_regression.py'), work_dir=str(tmp_path / 'toy'))
+    cfg.experiment_name = 'mim_toy_reference'
+    build_runner(cfg).train()  # a checkpoint for `mim test`
+
+    mim = osp.join(osp.dirname(sys.executable), 'mim')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), TESTS_DIR]), OMP_NUM_THREADS='1')
+    work_dir = tmp_path / 'train'
+    commands = {
+        'train': [mim, 'train', 'localmim', 'localmim_vit-tiny_fmnist.py', '--work-dir', str(work_dir),
+                  '--max-epochs', '1', '--cfg-options', f'train_dataloader.dataset.data_root={fmnist}',
+                  'train_dataloader.dataset.num_samples=16', 'train_dataloader.batch_size=4',
+                  'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False'],
+        'test': [mim, 'test', 'localmim', osp.join(CONFIGS, 'toy_regression.py'), '--checkpoint',
+                 str(tmp_path / 'toy' / 'iter_6.pth'), '--work-dir', str(tmp_path / 'test')],
+    }
+    processes = {name: subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+                 for name, command in commands.items()}  # both at once: their start-ups overlap
+    results = {}
+    for name, process in processes.items():
+        stdout, stderr = process.communicate(timeout=300)
+        results[name] = subprocess.CompletedProcess(commands[name], process.returncode, stdout, stderr)
+    trained, tested = results['train'], results['test']
+    check(trained)
+    assert 'localmim/.mim/configs/pretrain/localmim_vit-tiny_fmnist.py' in trained.stdout
+    assert re.search(r'Epoch\(train\) \[1\]\[4/4\]', trained.stdout)
+    assert load_checkpoint_file(work_dir / 'epoch_1.pth')['meta']['iter'] == 4
+    check(tested)
+    assert 'toy/mse:' in tested.stdout
+
+
+# ------------------------------------------- a short start-up, TensorBoard, a shortened schedule
+@pytest.fixture(scope='module')
+def tensorboard_run(tmp_path_factory):
+    """tools/train.py on the tiny LocalMIM config, shortened to 2 iterations, with --tensorboard
+    and a reconstruction picture every iteration: (stdout, stderr, work dir)."""
+    work_dir = tmp_path_factory.mktemp('tensorboard')
+    config = work_dir / 'tiny_pictures.py'
+    config.write_text(f"_base_ = '{osp.join(CONFIGS, 'localmim_tiny_resume.py')}'\n"
+                      "custom_hooks = [dict(type='localmim.IterationSeedHook'),\n"
+                      "                dict(type='localmim.ReconstructionHook', interval=1)]\n")
+    result = check(train(config, work_dir, '--max-iters', '2', '--tensorboard'))
+    return result.stdout, result.stderr, work_dir
+
+
+def test_startup_prints_a_short_summary_and_logs_everything_to_the_file(tensorboard_run):
+    stdout, stderr, work_dir = tensorboard_run
+    lines = stdout.splitlines()
+    first_iteration = next(i for i, line in enumerate(lines) if 'Iter(train) [1/2]' in line)
+    assert first_iteration <= 5, '\n'.join(lines[:first_iteration])
+    [log_file] = glob.glob(osp.join(work_dir, '*', '*.log'))
+    assert f'environment, config and hook order: {log_file}' in lines[0]
+    assert 'torch 2.' in lines[0] and 'seed 0' in lines[0]
+    log = open(log_file).read()
+    for full in ('System environment:', 'Config:', 'Hooks will be executed in the following order'):
+        assert full in log and full not in stdout
+    assert stderr == ''  # no dependency warnings
+
+
+def test_tensorboard_gets_every_scale_loss_the_lr_and_reconstructions(tensorboard_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    _, _, work_dir = tensorboard_run
+    [events] = glob.glob(osp.join(work_dir, '*', 'vis_data', 'events.out.tfevents.*'))
+    accumulator = EventAccumulator(events, size_guidance={'images': 0, 'scalars': 0})
+    accumulator.Reload()
+    scalars = accumulator.Tags()['scalars']
+    for tag in ('loss', 'loss_2px', 'loss_4px', 'loss_8px', 'loss_16px', 'lr'):
+        assert [event.step for event in accumulator.Scalars(tag)] == [1, 2], tag
+    logged = json.loads(open(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))[0])
+                        .readline())
+    assert accumulator.Scalars('loss_4px')[0].value == pytest.approx(logged['loss_4px'], rel=1e-6)
+    assert set(scalars) >= {'loss', 'lr'}
+    pictures = accumulator.Images('reconstruction')
+    assert [picture.step for picture in pictures] == [1, 2]
+    assert pictures[0].width > 4 * pictures[0].height  # inputs, then target | prediction x 4 scales
+
+
+def test_max_iters_shortens_the_schedule_of_the_run(tensorboard_run):
+    _, _, work_dir = tensorboard_run
+    [config] = glob.glob(osp.join(work_dir, '*', 'vis_data', 'config.py'))
+    cfg = Config.fromfile(config)
+    assert cfg.train_cfg.max_iters == 2  # 8 in the config
+    assert [(s['begin'], s['end']) for s in cfg.param_scheduler] == [(0, 1), (1, 2)]

@@ -39,8 +39,9 @@ def test_crop_distribution_matches_torchvision():
         top, left, h, w = boxes.T
         assert (top >= 0).all() and (left >= 0).all() and (top + h <= height).all() and (left + w <= width).all()
     # area fraction, log-aspect and centre statistics agree within sampling noise
-    stats = lambda b: np.array([(b[:, 2] * b[:, 3]).mean() / (height * width), np.log(b[:, 3] / b[:, 2]).mean(),
-                                (b[:, 0] + b[:, 2] / 2).mean() / height, (b[:, 1] + b[:, 3] / 2).mean() / width])
+    def stats(b):
+        return np.array([(b[:, 2] * b[:, 3]).mean() / (height * width), np.log(b[:, 3] / b[:, 2]).mean(),
+                         (b[:, 0] + b[:, 2] / 2).mean() / height, (b[:, 1] + b[:, 3] / 2).mean() / width])
     np.testing.assert_allclose(stats(ours), stats(theirs), atol=0.02)
 
 

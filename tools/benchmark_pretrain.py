@@ -126,8 +126,8 @@ def main():
         peak = None
     t_full, t_bare, t_target = (statistics.median(samples[k]) for k in ('full', 'bare', 'targets'))
     print(f'config       : {args.config}')
-    print(f'device/dtype : {device} ({torch.cuda.get_device_name() if device.type == "cuda" else torch.get_num_threads()} '
-          f'{"" if device.type == "cuda" else "threads"}) / {args.dtype}, batch {args.batch_size}, {size} px')
+    hardware = torch.cuda.get_device_name() if device.type == 'cuda' else f'{torch.get_num_threads()} threads'
+    print(f'device/dtype : {device} ({hardware}) / {args.dtype}, batch {args.batch_size}, {size} px')
     print(f'full step    : {t_full * 1e3:8.1f} ms  -> {args.batch_size / t_full:8.1f} images/s (fwd+bwd, no optimizer)')
     print(f'bare encoder : {t_bare * 1e3:8.1f} ms  -> ratio full/bare = {t_full / t_bare:.3f}')
     print(f'targets      : {t_target * 1e3:8.1f} ms  -> {100 * t_target / t_full:.1f}% of a full step')

@@ -43,7 +43,15 @@ done_step
 
 step "timm, mmengine and the pure-Python dependencies"
 "${PIP[@]}" install "timm==1.0.31" "mmengine==0.10.7" "numpy>=1.26" opencv-python scipy shapely \
-  ftfy regex "pycocotools>=2.0.7" safetensors matplotlib pytest
+  ftfy regex "pycocotools>=2.0.7" safetensors matplotlib pytest "tensorboard==2.21.0" "ruff==0.17.5"
+done_step
+
+# openmim (`mim train localmim CONFIG`): its dependency opendatalab -> openxlab pins setuptools 60,
+# requests 2.28, filelock and tqdm (which would break torch and the mmcv build), and is only used by
+# `mim download --dataset`. Install openmim alone, with the dependencies its train/test commands use.
+step "openmim 0.3.9 (without opendatalab)"
+"${PIP[@]}" install click colorama model-index pandas rich tabulate requests
+"${PIP[@]}" install --no-deps "openmim==0.3.9"
 done_step
 
 # ---- mmcv with compiled ops, cached outside the repo ----------------------------------------

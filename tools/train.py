@@ -1,9 +1,14 @@
 """Train with an OpenMMLab config (default scope mmdet, mmseg, localmim or none).
 
     python tools/train.py CONFIG [--work-dir DIR] [--amp] [--auto-scale-lr] [--resume [CKPT]]
+                                 [--max-epochs N | --max-iters N] [--tensorboard]
                                  [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
                                  [--debug]
 
+``--max-epochs`` / ``--max-iters`` shorten (or lengthen) the run together with its lr schedule:
+warm-up and decay keep their proportions (:mod:`localmim.engine.schedule`). ``--tensorboard``
+also writes the logged scalars (every loss, lr) and, for LocalMIM pretraining, reconstruction
+pictures to ``<work dir>/<timestamp>/vis_data/`` for TensorBoard (:mod:`localmim.engine.tensorboard`).
 ``--resume`` alone resumes from the work dir's latest checkpoint; with a path, from that file.
 The runner is the config's ``runner_type``, by default ``localmim.Runner`` (atomic,
 weights-only-loadable checkpoints; gloo on machines without CUDA). An error is printed as one
@@ -11,13 +16,18 @@ line ``error: ...`` (exit status 1); ``--debug`` or ``LOCALMIM_DEBUG=1`` shows i
 """
 import argparse
 
+# first: importing localmim silences the dependencies' known-harmless warnings
+import localmim  # noqa: F401  (also: weights-only checkpoint loaders)
+
+# isort: split
 from mmengine.config import DictAction
 from mmengine.logging import print_log
 
-import localmim  # noqa: F401  (weights-only checkpoint loaders)
 import localmim.registry  # noqa: F401  (the localmim scope)
-from localmim.engine.launch import (build_runner, explain_unknown_types, load_config, run_tool,
-                                    set_local_rank_env)
+from localmim.engine.launch import (build_runner, explain_empty_datasets, explain_unknown_types,
+                                    load_config, run_tool, set_local_rank_env)
+from localmim.engine.schedule import rescale_schedule
+from localmim.engine.tensorboard import enable_tensorboard
 
 
 def parse_args(argv=None):
@@ -32,8 +42,19 @@ def parse_args(argv=None):
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint, or alone: from the latest in the '
                         'work dir')
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument('--max-epochs', type=int,
+                        help='train this many epochs (epoch-based configs), rescaling warm-up and '
+                        'lr decay to the new length')
+    length.add_argument('--max-iters', type=int,
+                        help='train this many iterations (iteration-based configs), rescaling '
+                        'warm-up and lr decay to the new length')
+    parser.add_argument('--tensorboard', action='store_true',
+                        help='also log to TensorBoard: losses, lr and (LocalMIM pretraining) '
+                        'reconstruction pictures')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. train_cfg.max_iters=10')
+                        help='override config entries, e.g. train_dataloader.batch_size=64 '
+                        '(use --max-epochs/--max-iters to change the length)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -73,11 +94,15 @@ def main(argv=None):
         enable_amp(cfg)
     if args.auto_scale_lr:
         enable_auto_scale_lr(cfg)
+    if args.max_epochs is not None or args.max_iters is not None:
+        rescale_schedule(cfg, args.max_epochs, args.max_iters)
+    if args.tensorboard:
+        enable_tensorboard(cfg)
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    with explain_unknown_types(cfg, args.config):
+    with explain_unknown_types(cfg, args.config), explain_empty_datasets(cfg):
         runner = build_runner(cfg)
         runner.train()
 

@@ -34,8 +34,13 @@ def print_report(report, out=print, limit=6):
 
 def detect_format(state):
     """Guess a state dict's source: 'release-vit', 'release-swin', 'localmim-vit', 'localmim-swin',
-    'timm-vit' (also MAE) or 'timm-swin'."""
+    'timm-vit' (also MAE), 'timm-swin', or 'backbone-vit' / 'backbone-swin' (``backbone.*`` keys:
+    a converted backbone, or a fine-tuned / downstream model of ours)."""
     keys = set(state)
+    if any(k.startswith('backbone.blocks.') for k in keys):
+        return 'backbone-vit'
+    if any(k.startswith('backbone.layers.') for k in keys):
+        return 'backbone-swin'
     if any(k.startswith(('hog_enc.', 'decoder.')) for k in keys):
         return 'release-swin' if any(k.startswith('encoder.layers.') for k in keys) else 'release-vit'
     if any(k.startswith('tap_norms.') for k in keys):

@@ -171,3 +171,34 @@ def convert_localmim_swin_pretrain(checkpoint, final_norm_tap=-1):
         else:
             report['dropped'].append(key)
     return _finish(out, report)
+
+
+def export_timm_swin(checkpoint):
+    """Swin backbone (``backbone.*`` or bare) or classifier weights -> a timm ``SwinTransformer``
+    state dict (contiguous CPU tensors, ready for ``safetensors.torch.save_file``).
+
+    Our names are timm's, so the backbone keys are kept (prefix removed); a classifier's
+    ``head.weight``/``head.bias`` become timm's ``head.fc.*``. The per-output norms of a
+    detection backbone (``norm0``-``norm2``), buffers and other keys are dropped.
+    """
+    sd = unwrap_state_dict(checkpoint)
+    prefixed = any(k.startswith(BACKBONE) for k in sd)
+    out, report = {}, new_report()
+    for key, value in sd.items():
+        in_backbone = not prefixed or key.startswith(BACKBONE)
+        inner = key[len(BACKBONE):] if prefixed and in_backbone else key
+        head = re.fullmatch(r'head(?:\.fc)?\.(weight|bias)', key)
+        if in_backbone and (swin_backbone_key(inner) or inner in ('norm.weight', 'norm.bias')):
+            new = inner
+        elif head:
+            new = f'head.fc.{head.group(1)}'
+        else:
+            report['dropped'].append(key)
+            continue
+        out[new] = value.detach().cpu().clone().contiguous()
+        report['loaded' if new == key else 'converted'].append(key if new == key else f'{key} -> {new}')
+    if 'patch_embed.proj.weight' not in out:
+        raise ValueError('export_timm_swin: no patch_embed.proj.weight; not a Swin backbone '
+                         f'(keys look like {list(sd)[:4]})')
+    report['missing'] = missing_swin_keys(set(out))
+    return out, report

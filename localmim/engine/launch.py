@@ -4,7 +4,8 @@
 The tools report a failure as one line ``error: <message>`` and exit status 1
 (:func:`run_tool`); ``--debug`` or ``LOCALMIM_DEBUG=1`` shows the traceback instead. A config
 ``type`` that no registry holds is reported with the config key that names it and the closest
-registered names (:func:`explain_unknown_types`).
+registered names (:func:`explain_unknown_types`); a dataset built from an empty folder, with
+that folder (:func:`explain_empty_datasets`).
 """
 import collections
 import contextlib
@@ -114,6 +115,48 @@ def explain_unknown_types(cfg=None, config_path=None):
         message = (f'unknown type "{keys[0][1] if keys else obj_type}"{where} (not in the '
                    f'{scope}::{name} registry): {_suggestion(obj_type, name)}')
         raise UnknownTypeError(message) from error
+
+
+# mmengine's BaseDataset and torch's samplers on a dataset without samples.
+_EMPTY_DATASET_ERRORS = ('need at least one array to concatenate',
+                         'num_samples should be a positive integer value, but got num_samples=0')
+
+
+@contextlib.contextmanager
+def explain_empty_datasets(cfg):
+    """Turn the obscure errors of a dataset without samples raised inside the block (mmengine's
+    "need at least one array to concatenate", torch's "num_samples=0") into one ``ValueError``
+    naming the dataloader and its empty or missing folders (``data_root`` joined with each
+    ``data_prefix`` entry)."""
+    try:
+        yield
+    except ValueError as error:
+        if not any(text in str(error) for text in _EMPTY_DATASET_ERRORS):
+            raise
+        empty = [(key, folder) for key, folder in _dataset_folders(cfg) if _has_no_files(folder)]
+        if not empty:
+            raise
+        first = empty[0][0]  # dataloaders are built in the order train, val, test
+        where = ', '.join(folder + (' does not exist' if not osp.isdir(folder) else ' is empty')
+                          for key, folder in empty if key == first)
+        raise ValueError(f'the dataset of {first} has no samples: {where}') from error
+
+
+def _dataset_folders(cfg):
+    """(dataloader key, folder) of the image / annotation folders of each dataloader's dataset."""
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dataset = (cfg.get(key) or {}).get('dataset') or {}
+        root = dataset.get('data_root') or ''
+        prefixes = dataset.get('data_prefix') or {}
+        prefixes = prefixes.values() if isinstance(prefixes, dict) else [prefixes]
+        folders = [osp.join(root, prefix) for prefix in prefixes if isinstance(prefix, str)] or [root]
+        for folder in dict.fromkeys(folders):
+            if folder:
+                yield key, folder
+
+
+def _has_no_files(folder):
+    return not any(files for _, _, files in os.walk(folder))
 
 
 def _type_keys(cfg, obj_type, path=''):

@@ -21,6 +21,8 @@ Differences from ``mmengine.runner.Runner`` (everything else is inherited):
 - a distributed run of a model with BatchNorm layers gets mmengine's ``SyncBuffersHook``: the
   running statistics, which each rank updates from its own batches, are averaged over ranks after
   each training epoch and before each validation, so every rank validates the same model.
+- the terminal shows a one-line summary instead of the environment, config and hook order,
+  which stay in the log file (:mod:`localmim.engine.console`).
 
 Select it with ``runner_type = 'localmim.Runner'`` (the default of ``tools/train.py``).
 """
@@ -42,6 +44,7 @@ from ..checkpoint import (check_keys_match, commit_file, find_latest_checkpoint,
                           to_weights_only_safe, write_text_atomic)
 from ..registry import RUNNERS
 from .checkpoint_hook import CheckpointHook
+from .console import quiet_console
 
 __all__ = ['Runner']
 
@@ -59,6 +62,12 @@ class Runner(MMEngineRunner):
         if self.distributed and not is_distributed() and not torch.cuda.is_available():
             _init_cpu_process_group(self.launcher, env_cfg.get('dist_cfg', {}))
         super().setup_env(env_cfg)
+
+    def build_logger(self, log_level='INFO', log_file=None, **kwargs):
+        log_file = log_file or osp.join(self._log_dir, f'{self.timestamp}.log')
+        logger = super().build_logger(log_level, log_file, **kwargs)
+        quiet_console(logger, log_file)
+        return logger
 
     def wrap_model(self, model_wrapper_cfg, model):
         if self.distributed and model_wrapper_cfg is None:

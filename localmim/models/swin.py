@@ -38,6 +38,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..registry import MODELS
 from .layers import Block, PatchEmbed, init_transformer_weights
+from .pretrained_arg import ignore_inherited_pretrained
 
 SWIN_ARCHS = {
     # name: (embed_dim, depths, num_heads)
@@ -250,6 +251,8 @@ class SwinTransformer(BaseModule):
         final_norm: have the final ``norm`` (False in pretraining: LocalMIM's tap norms
             normalise the taps, and the last one becomes ``norm`` when a backbone is exported).
         with_cp: activation checkpointing of every block.
+        pretrained: ignored with a warning (mmseg's ``model.pretrained`` of a stock config; load
+            weights with ``init_cfg``).
 
     Layer ids for layer-wise lr decay (:meth:`get_layer_depth`, the release/SimMIM convention):
     patch embedding 0, block j of stage i ``sum(depths[:i]) + j + 1``, the patch merging in front
@@ -259,8 +262,9 @@ class SwinTransformer(BaseModule):
     def __init__(self, arch='base', img_size=224, patch_size=4, in_chans=3, embed_dim=128,
                  depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=7, mlp_ratio=4.,
                  qkv_bias=True, drop_path_rate=0., norm_eps=1e-6, out_indices=(3,), final_norm=True,
-                 with_cp=False, init_cfg=None):
+                 with_cp=False, init_cfg=None, pretrained=None):
         super().__init__(init_cfg=init_cfg)
+        ignore_inherited_pretrained(pretrained, 'localmim.SwinTransformer')
         if arch is not None:
             if arch not in SWIN_ARCHS:
                 raise KeyError(f'unknown Swin arch {arch!r}; choose one of {sorted(SWIN_ARCHS)}')

@@ -58,8 +58,9 @@ class HOGTarget(nn.Module):
     Output channels are colour-major: [R bins, G bins, B bins] (3 * nbins).
 
     Gradients and binning run once, accumulating straight into the finest cells' histograms;
-    coarser cells average those (average pooling composes exactly for nested cells). With ``bias='per_scale'`` (LocalMIM release checkpoints,
-    which hold one random bias per scale) binning runs once per scale instead.
+    coarser cells average those (average pooling composes exactly for nested cells). With
+    ``bias='per_scale'`` (LocalMIM release checkpoints, which hold one random bias per scale)
+    binning runs once per scale instead.
 
     Args:
         nbins: orientation bins (9 for ViT-B, 18 for ViT-L/Swin).

@@ -24,6 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..registry import MODELS
 from .layers import Block, PatchEmbed, init_transformer_weights, sincos_pos_embed
+from .pretrained_arg import ignore_inherited_pretrained
 
 VIT_ARCHS = {
     # name: (embed_dim, depth, num_heads, patch_size)
@@ -140,14 +141,17 @@ class VisionTransformer(BaseModule):
         window_size: windowed attention (ViTDet) in all blocks but ``global_blocks``; no cls token.
         with_cls_token: None = True unless windowed.
         with_cp: activation checkpointing of each block while training.
+        pretrained: ignored with a warning (mmseg's ``model.pretrained`` of a stock config; load
+            weights with ``init_cfg``).
     """
 
     def __init__(self, arch='base', img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=12,
                  num_heads=12, mlp_ratio=4., qkv_bias=True, drop_path_rate=0., norm_eps=1e-6,
                  pos_embed='sincos', out_indices=(-1,), final_norm=True, out_type='featmap',
                  init_values=None, rel_pos_bias=False, rel_pos_zero_init=True, window_size=None,
-                 global_blocks=(), with_cls_token=None, with_cp=False, init_cfg=None):
+                 global_blocks=(), with_cls_token=None, with_cp=False, init_cfg=None, pretrained=None):
         super().__init__(init_cfg=init_cfg)
+        ignore_inherited_pretrained(pretrained, 'localmim.VisionTransformer')
         if arch is not None:
             if arch not in VIT_ARCHS:
                 raise KeyError(f'unknown ViT arch {arch!r}; choose one of {sorted(VIT_ARCHS)}')

@@ -29,7 +29,7 @@ from ..models.targets import HOGTarget, PixelTarget  # noqa: E402
 from .hog_glyphs import render_hog  # noqa: E402
 
 __all__ = ['pixel_patches_to_image', 'mask_outline', 'resize_nearest', 'reconstruction_panels',
-           'save_reconstruction_figure']
+           'reconstruction_figure', 'save_reconstruction_figure', 'reconstruction_image']
 
 MASK_FILL = np.array([0.25, 0.28, 0.38], np.float32)
 OUTLINE = np.array([1.0, 0.85, 0.0], np.float32)
@@ -134,8 +134,12 @@ def reconstruction_panels(model, inputs, images, panel_px=384):
     return out
 
 
-def save_reconstruction_figure(panels, names, path, title=None):
-    """One row per sample: input, masked input, then target | prediction per scale. Writes a PNG."""
+def reconstruction_figure(panels, names, title=None):
+    """One row per sample: input, masked input, then target | prediction per scale.
+
+    Returns:
+        (matplotlib Figure, dpi to render it at); close it with ``plt.close(fig)``.
+    """
     num_scales = len(panels[0]['scales'])
     cols = 2 + 2 * num_scales
     fig, axes = plt.subplots(len(panels), cols, figsize=(2.1 * cols, 2.35 * len(panels) + 0.4), squeeze=False)
@@ -154,6 +158,22 @@ def save_reconstruction_figure(panels, names, path, title=None):
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     dpi = max(100, max(p.shape[0] for panel in panels for _, p, _, _ in panel['scales']) / 2.0)
-    fig.savefig(path, dpi=min(dpi, 200))
+    return fig, min(dpi, 200)
+
+
+def save_reconstruction_figure(panels, names, path, title=None):
+    """Write :func:`reconstruction_figure` as a PNG to ``path``."""
+    fig, dpi = reconstruction_figure(panels, names, title)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def reconstruction_image(panels, names, title=None):
+    """:func:`reconstruction_figure` rendered to an RGB uint8 array [H, W, 3]."""
+    fig, dpi = reconstruction_figure(panels, names, title)
+    fig.set_dpi(dpi)
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return image

@@ -1,7 +1,7 @@
 # CPU-sized counterpart of vit-base_ft_in1k.py on Fashion-MNIST: a tiny ViT (64 px, patch 8,
-# width 96, depth 8, 3 heads: the arch of pretrain/localmim_vit-tiny_fmnist.py), the same recipe (avg pool + fc_norm, mixup/cutmix, label
-# smoothing, AdamW with layer decay 0.65), 10 epochs. Without init_cfg it trains from scratch;
-# fine-tune a pretrained encoder with
+# width 96, depth 8, 3 heads: the arch of pretrain/localmim_vit-tiny_fmnist.py), the same recipe
+# (avg pool + fc_norm, mixup/cutmix, label smoothing, AdamW with layer decay 0.65), 10 epochs.
+# Without init_cfg it trains from scratch; fine-tune a pretrained encoder with
 #   --cfg-options model.backbone.init_cfg.type=Pretrained model.backbone.init_cfg.checkpoint=PATH \
 #                 model.backbone.init_cfg.prefix=backbone.
 _base_ = ['_base_/runtime.py', '_base_/fashion_mnist.py', '_base_/finetune_schedule.py']
