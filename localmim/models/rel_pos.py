@@ -70,6 +70,7 @@ def decomposed_rel_pos_qk(q, k, rel_pos_h, rel_pos_w, grid, scale):
     ``rel_h[i, r] = q_i.Rh[r_i - r + h - 1]`` (one value per key row) and ``rel_w`` likewise, that is
     the dot product of ``q'_i = [scale * q_i, rel_h[i], rel_w[i]]`` and
     ``k'_j = [k_j, onehot(r_j), onehot(c_j)]``, so attention runs at scale 1 with no [N, N] bias.
+    Both are zero-padded to a width divisible by 8, the alignment fused SDPA kernels want.
 
     q, k: [..., N, d], N = h*w tokens in raster order; rel_pos_h [2h-1, d]; rel_pos_w [2w-1, d].
     """
@@ -82,7 +83,8 @@ def decomposed_rel_pos_qk(q, k, rel_pos_h, rel_pos_w, grid, scale):
     rel_h = torch.einsum('...rcd,rkd->...rck', q_grid, table_h).flatten(-3, -2)  # [..., N, h]
     rel_w = torch.einsum('...rcd,ckd->...rck', q_grid, table_w).flatten(-3, -2)  # [..., N, w]
     eye_h, eye_w = torch.eye(h, dtype=k.dtype, device=k.device), torch.eye(w, dtype=k.dtype, device=k.device)
-    onehot = torch.cat([eye_h.repeat_interleave(w, 0), eye_w.repeat(h, 1)], dim=1)  # [N, h + w]
-    q = torch.cat([q * scale, rel_h, rel_w], dim=-1)
-    k = torch.cat([k, onehot.expand(*k.shape[:-1], h + w)], dim=-1)
+    pad = (-(d + h + w)) % 8
+    onehot = torch.cat([eye_h.repeat_interleave(w, 0), eye_w.repeat(h, 1), k.new_zeros(h * w, pad)], dim=1)
+    q = torch.cat([q * scale, rel_h, rel_w, q.new_zeros(*q.shape[:-1], pad)], dim=-1)
+    k = torch.cat([k, onehot.expand(*k.shape[:-1], h + w + pad)], dim=-1)
     return q, k
