@@ -158,6 +158,14 @@ def measure(fn, device, warmup, iters):
     return statistics.median(times), memory.peak
 
 
+def default_batch(cfg, device):
+    """The config's per-GPU batch on CUDA; on CPU 1, or 2 for mmseg (BatchNorm after UperNet's 1x1
+    pooling needs two values per channel)."""
+    if device.type == 'cuda':
+        return cfg.train_dataloader.batch_size
+    return 2 if cfg.default_scope == 'mmseg' else 1
+
+
 def build_model(cfg, device):
     from mmengine.registry import MODELS
     model_cfg = copy.deepcopy(cfg.model)
@@ -168,8 +176,7 @@ def build_model(cfg, device):
 
 def benchmark(cfg, device, batch=None, warmup=1, iters=1):
     """{phase: (seconds, peak GiB)} for 'train step', 'test forward' and 'backbone', and the batch."""
-    if batch is None:
-        batch = cfg.train_dataloader.batch_size if device.type == 'cuda' else 1 + (cfg.default_scope == 'mmseg')
+    batch = batch or default_batch(cfg, device)
     model = build_model(cfg, device)
     wrapper_cfg = copy.deepcopy(cfg.optim_wrapper)
     if device.type != 'cuda' and wrapper_cfg.get('type') == 'AmpOptimWrapper':
@@ -290,7 +297,7 @@ def short_run(cfg, steps, work_dir, device, batch=None):
         cfg.val_evaluator.ann_file = val_ann
     cfg.model.backbone.pop('init_cfg', None)
     cfg.work_dir = osp.join(work_dir, 'run')
-    cfg.train_dataloader.batch_size = batch or (1 if device.type != 'cuda' else cfg.train_dataloader.batch_size)
+    cfg.train_dataloader.batch_size = batch or default_batch(cfg, device)
     for loader in (cfg.train_dataloader, cfg.val_dataloader):
         loader.update(num_workers=0, persistent_workers=False)
     cfg.val_dataloader.batch_size = 1
@@ -306,8 +313,9 @@ def short_run(cfg, steps, work_dir, device, batch=None):
         cfg.optim_wrapper.pop('loss_scale', None)
     runner = build_runner(cfg)
     runner.train()
-    return runner.message_hub.get_info('val_metrics', None) or {
-        k: v.current() for k, v in runner.message_hub.log_scalars.items() if k.startswith('val/')}
+    scalars = runner.message_hub.log_scalars
+    return {k[len('val/'):]: float(v.current()) for k, v in scalars.items()
+            if k.startswith('val/') and k not in ('val/time', 'val/data_time')}
 
 
 def main(argv=None):
