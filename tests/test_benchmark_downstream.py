@@ -42,12 +42,14 @@ def test_cpu_peak_memory_follows_the_live_tensors():
 @pytest.mark.parametrize('folder', ['coco', 'ade20k'])
 def test_one_measured_step_of_a_tiny_config(folder):
     cfg = config(folder, TINY[folder])
-    results, batch = bench.benchmark(cfg, torch.device('cpu'), warmup=0, iters=1)
+    results, batch, params = bench.benchmark(cfg, torch.device('cpu'), warmup=0, iters=1)
     assert batch == (1 if folder == 'coco' else 2)
     assert set(results) == {'train step', 'backbone', 'test forward'}
     for seconds, peak in results.values():
         assert seconds > 0 and peak > 0.1
-    text = bench.report(TINY[folder], torch.device('cpu'), batch, bench.input_size(cfg), results)
+    model = bench.build_model(cfg, torch.device('cpu'))
+    assert params == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    text = bench.report(TINY[folder], torch.device('cpu'), batch, bench.input_size(cfg), results, params)
     assert 'images/s' in text and 'backbone share' in text
 
 

@@ -175,7 +175,7 @@ def build_model(cfg, device):
 
 
 def benchmark(cfg, device, batch=None, warmup=1, iters=1):
-    """{phase: (seconds, peak GiB)} for 'train step', 'test forward' and 'backbone', and the batch."""
+    """({phase: (seconds, peak GiB)} for 'train step', 'backbone', 'test forward'; batch; trainable parameters)."""
     batch = batch or default_batch(cfg, device)
     model = build_model(cfg, device)
     wrapper_cfg = copy.deepcopy(cfg.optim_wrapper)
@@ -200,16 +200,16 @@ def benchmark(cfg, device, batch=None, warmup=1, iters=1):
         loss.backward()
         model.zero_grad(set_to_none=True)
 
-    model.train()
-    results['train step'] = measure(train_step, device, warmup, iters)
-    optim_wrapper.zero_grad()
-    results['backbone'] = measure(backbone_step, device, warmup, iters)
-    model.eval()
-    results['test forward'] = measure(test_forward, device, warmup, iters)
-    return results, batch
+    for phase, fn, train in [('train step', train_step, True), ('backbone', backbone_step, True),
+                             ('test forward', test_forward, False)]:
+        model.train(train)
+        results[phase] = measure(fn, device, warmup, iters)
+        print(f'[{phase}: {results[phase][0]:.2f} s, peak {results[phase][1]:.2f} GiB]', file=sys.stderr, flush=True)
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return results, batch, params
 
 
-def report(config, device, batch, size, results):
+def report(config, device, batch, size, results, params):
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU, {torch.get_num_threads()} threads'
     lines = [f'config      : {config}',
              f'device      : {name}; batch {batch}, input {size[0]}x{size[1]}; torch {torch.__version__}; '
@@ -219,6 +219,9 @@ def report(config, device, batch, size, results):
     share = results['backbone'][0] / results['train step'][0]
     lines.append(f'backbone share of the train step: {100 * share:.0f}% of the time '
                  f'(forward + backward alone, no heads, no optimizer)')
+    lines.append(f'trainable parameters: {params / 1e6:.1f} M; float32 weights, gradients and two AdamW moments '
+                 f'take {16 * params / 2 ** 30:.2f} GiB (the moments appear during the first step: a peak without '
+                 f'--warmup holds them only partly)')
     return '\n'.join(lines)
 
 
@@ -312,7 +315,9 @@ def short_run(cfg, steps, work_dir, device, batch=None):
         cfg.optim_wrapper.type = 'OptimWrapper'
         cfg.optim_wrapper.pop('loss_scale', None)
     runner = build_runner(cfg)
-    runner.train()
+    with PeakMemory(device) as memory:
+        runner.train()
+    print(f'[peak memory of the run (training and validation): {memory.peak:.2f} GiB]', file=sys.stderr, flush=True)
     scalars = runner.message_hub.log_scalars
     return {k[len('val/'):]: float(v.current()) for k, v in scalars.items()
             if k.startswith('val/') and k not in ('val/time', 'val/data_time')}
@@ -331,8 +336,8 @@ def main(argv=None):
         print(f'{args.steps} training iterations and a validation pass at {input_size(cfg)} on tiny generated data '
               f'in {time.perf_counter() - start:.1f} s; logs in {work_dir}/run; val metrics: {metrics}')
         return metrics
-    results, batch = benchmark(cfg, device, args.batch_size, args.warmup, args.iters)
-    print(report(args.config, device, batch, input_size(cfg), results))
+    results, batch, params = benchmark(cfg, device, args.batch_size, args.warmup, args.iters)
+    print(report(args.config, device, batch, input_size(cfg), results, params))
     return results
 
 
