@@ -8,6 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from localmim.models import VisionTransformer
 from localmim.models.layers import Attention
+from localmim.models.vit import WindowBlock
 from localmim.models.rel_pos import relative_position_bias
 
 TINY = dict(arch=None, img_size=32, patch_size=4, embed_dim=32, depth=3, num_heads=4, pos_embed='learned')
@@ -137,3 +138,29 @@ def test_activation_checkpointing_gives_the_same_gradients(rel_pos_type):
     for (name, a), b in zip(plain.named_parameters(), cp.parameters()):
         if a.requires_grad:
             torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+def test_decomposed_windows_with_padding_equal_a_loop_over_windows():
+    """Padded windows (3x3 on 5x7): each real token attends to the real tokens of its window, with
+    ViTDet's terms at window-local positions."""
+    grid, window = (5, 7), 3
+    block = randomize(WindowBlock(16, 2, window_size=window, rel_pos=True, rel_pos_type='decomposed'), seed=4).eval()
+    attn = block.attn
+    x = torch.randn(2, grid[0] * grid[1], 16)
+    y = block.norm1(x)
+    q, k, v = attn.qkv(y).view(2, -1, 3, 2, 8).unbind(2)
+    mixed = torch.zeros(2, grid[0] * grid[1], 2, 8)
+    cells = [(r, c) for r in range(grid[0]) for c in range(grid[1])]
+    for i, (ri, ci) in enumerate(cells):
+        keys = [j for j, (rj, cj) in enumerate(cells) if (rj // window, cj // window) == (ri // window, ci // window)]
+        for head in range(2):
+            qi = q[:, i, head]
+            logits = torch.stack([
+                (qi * k[:, j, head]).sum(-1) / math.sqrt(8)
+                + qi @ attn.rel_pos_h[ri % window - cells[j][0] % window + window - 1]
+                + qi @ attn.rel_pos_w[ci % window - cells[j][1] % window + window - 1] for j in keys], -1)
+            mixed[:, i, head] = (logits.softmax(-1)[..., None] * v[:, keys, head]).sum(1)
+    x_ref = x + attn.proj(mixed.flatten(2))
+    x_ref = x_ref + block.mlp(block.norm2(x_ref))
+    with torch.no_grad():
+        torch.testing.assert_close(block(x, grid), x_ref, atol=1e-5, rtol=0)

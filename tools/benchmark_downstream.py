@@ -23,6 +23,7 @@ evaluator), so a broken pipeline or shape shows before a GPU hour is spent.
 import argparse
 import copy
 import ctypes
+import importlib
 import inspect
 import json
 import os
@@ -251,8 +252,8 @@ def write_image(path, image):
 
 def write_tiny_split(cfg, dataset, root, size, num_images, rng):
     """Images of ``size`` with 3 random rectangles each, in ``dataset``'s layout under ``root``."""
-    from mmengine.registry import DATASETS
-    dataset_cls = DATASETS.get(dataset.type)
+    registry = importlib.import_module(f'{cfg.default_scope}.registry').DATASETS
+    dataset_cls = registry.get(dataset.type)
     classes = (dataset.get('metainfo') or {}).get('classes') or dataset_cls.METAINFO['classes']
     h, w = size
     if cfg.default_scope == 'mmseg':
