@@ -234,7 +234,7 @@ def innermost_dataset(loader_cfg):
     return dataset
 
 
-def random_shapes(rng, size, count):
+def random_rectangles(rng, size, count):
     """``count`` random rectangles inside an (H, W) image as (x0, y0, x1, y1) ints, at least 16 px wide."""
     h, w = size
     shapes = []
@@ -250,40 +250,55 @@ def write_image(path, image):
     mmcv.imwrite(image, path)
 
 
-def write_tiny_split(cfg, dataset, root, size, num_images, rng):
-    """Images of ``size`` with 3 random rectangles each, in ``dataset``'s layout under ``root``."""
-    registry = importlib.import_module(f'{cfg.default_scope}.registry').DATASETS
-    dataset_cls = registry.get(dataset.type)
-    classes = (dataset.get('metainfo') or {}).get('classes') or dataset_cls.METAINFO['classes']
+def dataset_class_and_names(cfg, dataset):
+    """The dataset config's class (from the config scope's registry) and its class names."""
+    dataset_cls = importlib.import_module(f'{cfg.default_scope}.registry').DATASETS.get(dataset.type)
+    return dataset_cls, (dataset.get('metainfo') or {}).get('classes') or dataset_cls.METAINFO['classes']
+
+
+def write_segmentation_split(dataset, dataset_cls, classes, root, size, num_images, rng):
+    """Random images and label maps (3 rectangles of random classes >= 1) in an mmseg dataset's layout."""
+    defaults = {k: v.default for k, v in inspect.signature(dataset_cls.__init__).parameters.items()}
+    img_suffix = dataset.get('img_suffix', defaults.get('img_suffix', '.jpg'))
+    seg_suffix = dataset.get('seg_map_suffix', defaults.get('seg_map_suffix', '.png'))
+    for i in range(num_images):
+        labels = np.zeros(size, np.uint8)  # 0: ignored with reduce_zero_label (ADE20K), else class 0
+        for x0, y0, x1, y1 in random_rectangles(rng, size, 3):
+            labels[y0:y1, x0:x1] = rng.integers(1, len(classes))
+        write_image(osp.join(root, dataset.data_prefix['img_path'], f'{i:04d}{img_suffix}'),
+                    rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+        write_image(osp.join(root, dataset.data_prefix['seg_map_path'], f'{i:04d}{seg_suffix}'), labels)
+
+
+def write_coco_split(dataset, classes, root, size, num_images, rng):
+    """Random images with 3 rectangle instances each and their COCO json; returns the json's path."""
     h, w = size
-    if cfg.default_scope == 'mmseg':
-        defaults = {k: v.default for k, v in inspect.signature(dataset_cls.__init__).parameters.items()}
-        img_suffix = dataset.get('img_suffix', defaults.get('img_suffix', '.jpg'))
-        seg_suffix = dataset.get('seg_map_suffix', defaults.get('seg_map_suffix', '.png'))
-        for i in range(num_images):
-            image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-            labels = np.zeros((h, w), np.uint8)  # 0 is ignored with reduce_zero_label, else class 0
-            for x0, y0, x1, y1 in random_shapes(rng, size, 3):
-                labels[y0:y1, x0:x1] = rng.integers(1, len(classes))
-            write_image(osp.join(root, dataset.data_prefix['img_path'], f'{i:04d}{img_suffix}'), image)
-            write_image(osp.join(root, dataset.data_prefix['seg_map_path'], f'{i:04d}{seg_suffix}'), labels)
-        return None
     images, annotations = [], []
     for i in range(num_images):
         file_name = f'{i:04d}.jpg'
-        write_image(osp.join(root, dataset.data_prefix['img'], file_name), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        write_image(osp.join(root, dataset.data_prefix['img'], file_name),
+                    rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
         images.append(dict(id=i + 1, file_name=file_name, height=h, width=w))
-        for x0, y0, x1, y1 in random_shapes(rng, size, 3):
-            polygon = [x0, y0, x1, y0, x1, y1, x0, y1]
-            annotations.append(dict(id=len(annotations) + 1, image_id=i + 1, category_id=int(rng.integers(1, len(classes) + 1)),
-                                    bbox=[x0, y0, x1 - x0, y1 - y0], area=(x1 - x0) * (y1 - y0),
-                                    segmentation=[polygon], iscrowd=0))
-    categories = [dict(id=i + 1, name=name) for i, name in enumerate(classes)]
+        for x0, y0, x1, y1 in random_rectangles(rng, size, 3):
+            annotations.append(dict(
+                id=len(annotations) + 1, image_id=i + 1, category_id=int(rng.integers(1, len(classes) + 1)),
+                bbox=[x0, y0, x1 - x0, y1 - y0], area=(x1 - x0) * (y1 - y0), iscrowd=0,
+                segmentation=[[x0, y0, x1, y0, x1, y1, x0, y1]]))
     ann_file = osp.join(root, dataset.ann_file)
     os.makedirs(osp.dirname(ann_file), exist_ok=True)
     with open(ann_file, 'w') as file:
-        json.dump(dict(images=images, annotations=annotations, categories=categories), file)
+        json.dump(dict(images=images, annotations=annotations,
+                       categories=[dict(id=i + 1, name=name) for i, name in enumerate(classes)]), file)
     return ann_file
+
+
+def write_tiny_split(cfg, dataset, root, size, num_images, rng):
+    """``num_images`` random images of ``size`` with ground truth, in ``dataset``'s layout under
+    ``root``; returns the COCO json's path (mmdet) or None (mmseg)."""
+    dataset_cls, classes = dataset_class_and_names(cfg, dataset)
+    if cfg.default_scope == 'mmseg':
+        return write_segmentation_split(dataset, dataset_cls, classes, root, size, num_images, rng)
+    return write_coco_split(dataset, classes, root, size, num_images, rng)
 
 
 def short_run(cfg, steps, work_dir, device, batch=None):
