@@ -164,3 +164,16 @@ def test_decomposed_windows_with_padding_equal_a_loop_over_windows():
     x_ref = x_ref + block.mlp(block.norm2(x_ref))
     with torch.no_grad():
         torch.testing.assert_close(block(x, grid), x_ref, atol=1e-5, rtol=0)
+
+
+def test_vitdet_config_offers_decomposed_positions_and_checkpointing():
+    from _dense_helpers import load_config
+    from mmdet.registry import MODELS
+    cfg = load_config('coco', 'mask-rcnn_localmim-vit-b_simplefpn_lsj-1024-100e_coco.py')
+    assert cfg.model.backbone.rel_pos_type == 'table' and cfg.model.backbone.with_cp is False
+    cfg.model.backbone.update(rel_pos_type='decomposed', with_cp=True, init_cfg=None)
+    backbone = MODELS.build(cfg.model).backbone
+    assert backbone.with_cp
+    sizes = [tuple(block.attn.rel_pos_h.shape) for block in backbone.blocks]
+    assert sizes == [(127, 64) if i in (2, 5, 8, 11) else (27, 64) for i in range(12)]  # 64x64 grid, 14x14 windows
+    assert not any(name.endswith('relative_position_bias_table') for name, _ in backbone.named_parameters())
