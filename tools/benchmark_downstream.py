@@ -349,8 +349,9 @@ def main(argv=None):
         work_dir = args.work_dir or tempfile.mkdtemp(prefix='benchmark_downstream_')
         start = time.perf_counter()
         metrics = short_run(cfg, args.steps, work_dir, device, args.batch_size)
+        note = metrics or '(none: the evaluator had no predictions to score, as from untrained weights)'
         print(f'{args.steps} training iterations and a validation pass at {input_size(cfg)} on tiny generated data '
-              f'in {time.perf_counter() - start:.1f} s; logs in {work_dir}/run; val metrics: {metrics}')
+              f'in {time.perf_counter() - start:.1f} s; logs in {work_dir}/run; val metrics: {note}')
         return metrics
     results, batch, params = benchmark(cfg, device, args.batch_size, args.warmup, args.iters)
     print(report(args.config, device, batch, input_size(cfg), results, params))
