@@ -12,6 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 
+from .rel_pos import decomposed_rel_pos_qk, relative_position_bias, relative_position_index  # noqa: F401
+
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)
 
 
@@ -52,28 +54,6 @@ class LayerScale(nn.Module):
         return x * self.gamma
 
 
-def relative_position_index(height, width, with_cls=False):
-    """Index [N, N] into a relative-position table of (2h-1)(2w-1) (+3 with cls) rows.
-
-    Tokens are the ``height x width`` grid in raster order (after one leading cls token when
-    ``with_cls``); the entry for (i, j) encodes (row_i - row_j, col_i - col_j). With a cls token the
-    three extra rows hold cls->token, token->cls and cls->cls (BEiT's convention).
-    """
-    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing='ij')
-    coords = torch.stack([rows.flatten(), cols.flatten()])  # [2, hw]
-    rel = coords[:, :, None] - coords[:, None, :]  # [2, hw, hw]
-    index = (rel[0] + height - 1) * (2 * width - 1) + (rel[1] + width - 1)
-    if not with_cls:
-        return index
-    n = (2 * height - 1) * (2 * width - 1)
-    full = torch.empty(height * width + 1, height * width + 1, dtype=torch.long)
-    full[1:, 1:] = index
-    full[0, 1:] = n
-    full[1:, 0] = n + 1
-    full[0, 0] = n + 2
-    return full
-
-
 class Attention(nn.Module):
     """Multi-head self-attention over [B, N, dim] or [B, G, N, dim] with fused SDPA.
 
@@ -81,34 +61,49 @@ class Attention(nn.Module):
     are folded into the head axis, so SDPA sees one 4-D problem and a 4-D mask (its fast path).
 
     Args:
-        rel_pos_grid: (h, w) of the token grid for a learned relative position bias
-            (``relative_position_bias_table``, Swin/BEiT style); None for none.
+        rel_pos_grid: (h, w) of the token grid for learned relative positions; None for none.
         rel_pos_cls: the tokens start with a cls token (BEiT's 3 extra table rows).
+        rel_pos_type: 'table' (BEiT/Swin: ``relative_position_bias_table`` [(2h-1)(2w-1), heads],
+            added to the logits as SDPA's ``attn_mask``) or 'decomposed' (ViTDet: ``rel_pos_h``
+            [2h-1, head_dim] and ``rel_pos_w`` [2w-1, head_dim], folded into q and k; no cls token).
     """
 
     def __init__(self, dim, num_heads, qkv_bias=True, attn_drop=0., proj_drop=0.,
-                 rel_pos_grid=None, rel_pos_cls=False):
+                 rel_pos_grid=None, rel_pos_cls=False, rel_pos_type='table'):
         super().__init__()
         assert dim % num_heads == 0, f'dim {dim} is not divisible by num_heads {num_heads}'
+        if rel_pos_type not in ('table', 'decomposed'):
+            raise ValueError(f"rel_pos_type must be 'table' or 'decomposed', got {rel_pos_type!r}")
+        if rel_pos_type == 'decomposed' and rel_pos_cls:
+            raise ValueError("rel_pos_type='decomposed' (ViTDet) needs tokens without a cls token")
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.rel_pos_grid = rel_pos_grid
-        if rel_pos_grid is not None:
-            h, w = rel_pos_grid
+        self.rel_pos_grid, self.rel_pos_cls, self.rel_pos_type = rel_pos_grid, rel_pos_cls, rel_pos_type
+        if rel_pos_grid is None:
+            return
+        h, w = rel_pos_grid
+        if rel_pos_type == 'table':
             rows = (2 * h - 1) * (2 * w - 1) + (3 if rel_pos_cls else 0)
             self.relative_position_bias_table = nn.Parameter(torch.zeros(rows, num_heads))
             nn.init.trunc_normal_(self.relative_position_bias_table, std=.02)
-            self.register_buffer('relative_position_index',
-                                 relative_position_index(h, w, rel_pos_cls), persistent=False)
+        else:
+            head_dim = dim // num_heads
+            self.rel_pos_h = nn.Parameter(torch.zeros(2 * h - 1, head_dim))
+            self.rel_pos_w = nn.Parameter(torch.zeros(2 * w - 1, head_dim))
+            nn.init.trunc_normal_(self.rel_pos_h, std=.02)
+            nn.init.trunc_normal_(self.rel_pos_w, std=.02)
 
-    def relative_position_bias(self, index=None):
-        """Bias [..., heads, N, M] looked up at ``index`` [..., N, M] (default: the whole grid)."""
-        index = self.relative_position_index if index is None else index
+    def relative_position_bias(self, index=None, dtype=None):
+        """The table's bias [..., heads, N, N] (in ``dtype``), looked up at ``index`` [..., N, M]
+        (Swin's packed windows) or, by default, over the whole ``rel_pos_grid`` (without an index)."""
+        table = self.relative_position_bias_table.to(dtype)
+        if index is None:
+            return relative_position_bias(table, self.rel_pos_grid, self.rel_pos_cls)
         # index_select: its backward is an index_add, several times faster on GPU than indexing's
-        bias = self.relative_position_bias_table.index_select(0, index.reshape(-1))
+        bias = table.index_select(0, index.reshape(-1))
         return bias.view(*index.shape, -1).movedim(-1, -3)
 
     def forward(self, x, attn_bias=None, rel_pos_index=None):
@@ -120,16 +115,22 @@ class Attention(nn.Module):
         groups = len(lead) == 2
         qkv = self.qkv(x).view(*lead, N, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.movedim(-3, 0).transpose(-3, -2).flatten(2, -3)  # each [B, (G*)heads, N, d]
-        if attn_bias is not None and attn_bias.dtype == torch.bool and (self.rel_pos_grid is not None or groups):
+        scale = None  # SDPA's default, 1 / sqrt(d)
+        table = self.rel_pos_grid is not None and self.rel_pos_type == 'table'
+        if attn_bias is not None and attn_bias.dtype == torch.bool and (table or groups):
             attn_bias = torch.zeros_like(attn_bias, dtype=q.dtype).masked_fill(~attn_bias, -math.inf)
-        if self.rel_pos_grid is not None:
-            bias = self.relative_position_bias(rel_pos_index).to(q.dtype)
+        if table:
+            bias = self.relative_position_bias(rel_pos_index, q.dtype)
             attn_bias = bias if attn_bias is None else bias + attn_bias
+        elif self.rel_pos_grid is not None:
+            q, k = decomposed_rel_pos_qk(q, k, self.rel_pos_h, self.rel_pos_w, self.rel_pos_grid,
+                                         scale=q.shape[-1] ** -0.5)
+            scale = 1.0
         if groups and attn_bias is not None:
             attn_bias = attn_bias.expand(lead[1], self.num_heads, N, N).flatten(0, 1)
         if attn_bias is not None and attn_bias.dim() < 4:
             attn_bias = attn_bias.view((1,) * (4 - attn_bias.dim()) + attn_bias.shape)  # SDPA's fast path
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias,
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, scale=scale,
                                            dropout_p=self.attn_drop if self.training else 0.)
         x = x.view(*lead, self.num_heads, N, C // self.num_heads).transpose(-3, -2)
         return self.proj_drop(self.proj(x.reshape(*lead, N, C)))
@@ -138,15 +139,16 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)), on [B, N, dim].
 
-    ``init_values`` enables layer scale (``ls1.gamma``/``ls2.gamma``); ``rel_pos_grid`` a relative
-    position bias in the attention (see :class:`Attention`).
+    ``init_values`` enables layer scale (``ls1.gamma``/``ls2.gamma``); ``rel_pos_grid`` relative
+    positions in the attention (see :class:`Attention`).
     """
 
     def __init__(self, dim, num_heads, mlp_ratio=4., qkv_bias=True, drop_path=0., init_values=None,
-                 norm_eps=1e-6, rel_pos_grid=None, rel_pos_cls=False):
+                 norm_eps=1e-6, rel_pos_grid=None, rel_pos_cls=False, rel_pos_type='table'):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias, rel_pos_grid=rel_pos_grid, rel_pos_cls=rel_pos_cls)
+        self.attn = Attention(dim, num_heads, qkv_bias, rel_pos_grid=rel_pos_grid, rel_pos_cls=rel_pos_cls,
+                              rel_pos_type=rel_pos_type)
         self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)

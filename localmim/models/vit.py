@@ -101,12 +101,11 @@ class WindowBlock(Block):
     Same parameters (and names) as :class:`Block`; norms, MLP, layer scale and drop path act on the
     whole image (drop path per image). The grid is zero-padded to a multiple of the window after
     ``norm1``; padded tokens are masked out as keys, so outputs do not depend on the padding.
-    With ``rel_pos`` the relative position table covers one window.
+    With ``rel_pos`` the relative positions (``rel_pos_type``) cover one window.
     """
 
     def __init__(self, dim, num_heads, window_size, rel_pos=False, **kwargs):
-        super().__init__(dim, num_heads, rel_pos_grid=(window_size, window_size) if rel_pos else None,
-                         **kwargs)
+        super().__init__(dim, num_heads, rel_pos_grid=(window_size, window_size) if rel_pos else None, **kwargs)
         self.window_size = window_size
 
     def forward(self, x, grid):
@@ -135,12 +134,16 @@ class VisionTransformer(BaseModule):
         out_type: 'featmap' (maps [B, D, H/p, W/p]) or 'cls_token' ([B, D], needs a cls token).
         drop_path_rate: stochastic depth, linear in depth from 0.
         init_values: layer-scale init (``ls1.gamma``/``ls2.gamma``), None for no layer scale.
-        rel_pos_bias: a BEiT-style relative position table in every block (zero-initialised if
-            ``rel_pos_zero_init``, else truncated normal std 0.02); tables are built for
-            ``img_size`` (global blocks) or the window, and other grids raise an error.
+        rel_pos_bias: learned relative positions in every block (zero-initialised if
+            ``rel_pos_zero_init``, else truncated normal std 0.02), built for ``img_size`` (global
+            blocks) or the window; other grids raise an error.
+        rel_pos_type: 'table' (BEiT: a bias per head and 2-D offset, ``relative_position_bias_table``)
+            or 'decomposed' (ViTDet: ``rel_pos_h``/``rel_pos_w``, query-dependent row and column
+            terms; no cls token). See :mod:`localmim.models.rel_pos`.
         window_size: windowed attention (ViTDet) in all blocks but ``global_blocks``; no cls token.
         with_cls_token: None = True unless windowed.
-        with_cp: activation checkpointing of each block while training.
+        with_cp: activation checkpointing of each block while training (same values and gradients,
+            block activations recomputed in the backward pass instead of kept).
         pretrained: ignored with a warning (mmseg's ``model.pretrained`` of a stock config; load
             weights with ``init_cfg``).
     """
@@ -148,8 +151,9 @@ class VisionTransformer(BaseModule):
     def __init__(self, arch='base', img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=12,
                  num_heads=12, mlp_ratio=4., qkv_bias=True, drop_path_rate=0., norm_eps=1e-6,
                  pos_embed='sincos', out_indices=(-1,), final_norm=True, out_type='featmap',
-                 init_values=None, rel_pos_bias=False, rel_pos_zero_init=True, window_size=None,
-                 global_blocks=(), with_cls_token=None, with_cp=False, init_cfg=None, pretrained=None):
+                 init_values=None, rel_pos_bias=False, rel_pos_zero_init=True, rel_pos_type='table',
+                 window_size=None, global_blocks=(), with_cls_token=None, with_cp=False, init_cfg=None,
+                 pretrained=None):
         super().__init__(init_cfg=init_cfg)
         ignore_inherited_pretrained(pretrained, 'localmim.VisionTransformer')
         if arch is not None:
@@ -188,7 +192,7 @@ class VisionTransformer(BaseModule):
         blocks = []
         for i in range(depth):
             common = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=drop_path[i],
-                          init_values=init_values, norm_eps=norm_eps)
+                          init_values=init_values, norm_eps=norm_eps, rel_pos_type=rel_pos_type)
             if window_size and i not in self.global_blocks:
                 blocks.append(WindowBlock(embed_dim, num_heads, window_size, rel_pos=rel_pos_bias, **common))
             else:
@@ -211,8 +215,9 @@ class VisionTransformer(BaseModule):
                 nn.init.zeros_(table)
 
     def rel_pos_tables(self):
-        """(name, parameter) of every relative position table."""
-        return [(n, p) for n, p in self.named_parameters() if n.endswith('relative_position_bias_table')]
+        """(name, parameter) of every relative position table (BEiT's or ViTDet's decomposed ones)."""
+        names = ('relative_position_bias_table', 'rel_pos_h', 'rel_pos_w')
+        return [(n, p) for n, p in self.named_parameters() if n.endswith(names)]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Resample a checkpoint's position table of another grid (e.g. 224 weights, 512 input)."""

@@ -8,6 +8,8 @@
 #   schedule: AdamW lr 4e-4, wd 0.05, layer decay 0.65, 1500 linear warmup iterations then poly
 #     (power 1) to 0 at 160k iterations, batch 16 (8 GPUs x 2), crop 512.
 #   test: sliding window 512, stride 341. Mixed precision: add --amp to tools/train.py.
+#   with_cp=True recomputes each block's activations in the backward pass (same gradients, less
+#   memory). Cost: tools/benchmark_downstream.py (see README.md).
 # Reported: 49.5 mIoU (a public reproduction of the release got 48.65).
 #
 # ADE20K root: ADE20K_ROOT=/path/to/ADEChallengeData2016 or --cfg-options
@@ -28,6 +30,7 @@ model = dict(
         _delete_=True,
         type='localmim.VisionTransformer', arch='base', img_size=crop_size[0], pos_embed='learned',
         out_indices=(1, 3, 9, 11), final_norm=False, rel_pos_bias=True, init_values=1.0, drop_path_rate=0.1,
+        with_cp=False,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     neck=dict(
         _delete_=True,

@@ -8,6 +8,9 @@
 #   schedule: AdamW lr 1e-4, wd 0.1, layer decay 0.7, AMP, batch 64 (16 GPUs x 4 images),
 #     184,375 iterations (~100 epochs), 250 warmup iterations, lr x0.1 at 163,889 and 177,546.
 # Reference: ViTDet ViT-B with MAE init reaches 51.6 box AP / 45.9 mask AP with this recipe.
+# Options: rel_pos_type='decomposed' for ViTDet's own relative positions (rel_pos_h/rel_pos_w, as
+#   detectron2) instead of the BEiT-style table; with_cp=True recomputes each block's activations
+#   in the backward pass (same gradients, less memory). Cost per config: tools/benchmark_downstream.py.
 #
 # COCO root: COCO_ROOT=/path/to/coco (holding train2017/, val2017/, annotations/) or
 #   --cfg-options train_dataloader.dataset.data_root=... val_dataloader.dataset.data_root=...
@@ -28,8 +31,8 @@ model = dict(
     backbone=dict(
         _delete_=True,
         type='localmim.VisionTransformer', arch='base', img_size=image_size[0], pos_embed='learned',
-        window_size=14, global_blocks=(2, 5, 8, 11), rel_pos_bias=True, drop_path_rate=0.1,
-        out_indices=(-1,), final_norm=False,
+        window_size=14, global_blocks=(2, 5, 8, 11), rel_pos_bias=True, rel_pos_type='table',
+        drop_path_rate=0.1, out_indices=(-1,), final_norm=False, with_cp=False,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     neck=dict(
         _delete_=True,
