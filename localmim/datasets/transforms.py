@@ -218,8 +218,9 @@ class PackInputs(BaseTransform):
     """Pack ``inputs`` and ``data_samples`` for classification and pretraining.
 
     ``inputs``: (C, H, W) tensor (uint8 from a numpy image, or the tensor ``img`` as it is).
-    ``data_samples``: ``BaseDataElement`` with ``gt_label`` (shape (1,) int64) if present, ``mask``
-    (tensor) if present, and the present ``meta_keys`` as metainfo.
+    ``data_samples``: ``BaseDataElement`` with ``gt_label`` (shape (1,) int64) if present, and as
+    metainfo the present ``meta_keys`` and ``mask`` (bool tensor) if present: metainfo stays on the
+    host when the data preprocessor moves the batch, so the model reads masks without a device sync.
     """
 
     def __init__(self, meta_keys=('sample_idx', 'img_path', 'ori_shape', 'img_shape', 'flip', 'flip_direction')):
@@ -239,7 +240,7 @@ class PackInputs(BaseTransform):
         if 'gt_label' in results:
             sample.gt_label = torch.as_tensor(results['gt_label'], dtype=torch.long).reshape(1)
         if 'mask' in results:
-            sample.mask = torch.as_tensor(results['mask'])
+            sample.set_metainfo(dict(mask=torch.as_tensor(results['mask'])))
         return dict(inputs=inputs, data_samples=sample)
 
     def __repr__(self):

@@ -9,15 +9,18 @@ The encoder is any backbone with ``forward_intermediates(x, indices, mask, detac
 ``feature_info(indices)``, ``img_size`` and ``num_prefix_tokens`` (ViT: per-sample random mask on
 its patch grid; Swin: one mask per batch on 32 px units, masked tokens dropped).
 """
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModel
 from mmengine.structures import BaseDataElement
 
+from ..datasets.masking import num_visible_cells
 from ..engine.loss_guard import guarded_update
 from ..registry import MODELS, build_model
 from .decoders import LocalDecoder
+from .swin import to_device
 from .vit import VisionTransformer
 
 
@@ -27,7 +30,7 @@ def random_mask(batch, grid_hw, ratio, per_sample=True, device=None):
     per_sample=False draws one mask for the whole batch (Swin's efficient masking).
     """
     h, w = grid_hw
-    num_keep = int(h * w * (1 - ratio))
+    num_keep = num_visible_cells(h * w, ratio)
     noise = torch.rand(batch if per_sample else 1, h * w, device=device)
     order = noise.argsort(dim=1)
     mask = torch.ones_like(noise, dtype=torch.bool)
@@ -91,10 +94,23 @@ class LocalMIM(BaseModel):
         isolate_gradients: each encoder segment is trained only by its own tap's loss.
         nonfinite: 'raise' (stop naming the iteration and the scale) or 'skip' the update (a
             warning; the skipped iteration logs its non-finite losses as 0).
+        compile: compile the masked forward + loss (:meth:`masked_loss`: targets, encoder,
+            decoders, losses) with ``torch.compile``: True, or a dict of its options (e.g.
+            ``dict(mode='max-autotune')``). The ViT step compiles into one graph; the non-finite
+            guard, backward and optimizer step stay eager. (mmengine's ``cfg.compile`` instead
+            compiles the whole ``train_step``, breaking the graph at the guard's one host read.)
+
+    Masks: ``data_sample.mask`` (bool [h, w] on the mask-unit grid, e.g. drawn in the data
+    pipeline by ``localmim.RandomMaskGenerator``) when every sample has one, else a random mask.
+    Host masks (metainfo, which the data preprocessor leaves on the host) are checked there, and
+    reach the device through a non-blocking copy, so the training step never waits for the device
+    until the guard's one read of the loss flags. Every mask must leave
+    ``num_visible_cells(h * w, mask_ratio)`` cells visible; with ``mask_per_sample=False`` the
+    first sample's mask serves the whole batch.
     """
 
     def __init__(self, encoder, taps, target, decoder=None, mask_ratio=0.75, mask_unit=None,
-                 mask_per_sample=True, isolate_gradients=False, nonfinite='raise',
+                 mask_per_sample=True, isolate_gradients=False, nonfinite='raise', compile=False,
                  data_preprocessor=None, init_cfg=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.encoder = build_model(encoder)
@@ -125,6 +141,9 @@ class LocalMIM(BaseModel):
             for (c, stride), cell, dim, out_dim in zip(info, cells, dims, self.target.channels))
         self.loss_names = [f'loss_{cell}px' if cells.count(cell) == 1 else f'loss_{cell}px_{i}'
                            for i, cell in enumerate(cells)]
+        self.compile_options = (dict() if compile is True else dict(compile)) if compile else None
+        # compiled once, unbound (a deep copy of the model, e.g. for EMA, shares it safely)
+        self._compiled_masked_loss = None
 
     def no_weight_decay(self):
         return {f'encoder.{n}' for n in self.encoder.no_weight_decay()} | {
@@ -132,28 +151,61 @@ class LocalMIM(BaseModel):
 
     # ---- the algorithm -------------------------------------------------------------------------
     def get_mask(self, images, data_samples=None):
-        """Bool [B, H/unit, W/unit], True = masked: from ``data_sample.mask`` if given, else random."""
+        """Bool [B, H/unit, W/unit], True = masked, on the images' device: from ``data_sample.mask``
+        if every sample has one, else random."""
+        return self.prepare_mask(images, data_samples)[0]
+
+    def prepare_mask(self, images, data_samples=None):
+        """(mask on the images' device [B, h, w], Swin's plans or None), both made on the host
+        and copied without waiting (the random fallback is drawn on the host too)."""
         B, _, H, W = images.shape
         if H % self.mask_unit or W % self.mask_unit:
             raise ValueError(f'input size {H}x{W} is not divisible by the mask unit of '
                              f'{self.mask_unit} px')
         grid = (H // self.mask_unit, W // self.mask_unit)
         if data_samples and all('mask' in s for s in data_samples):
-            mask = torch.stack([torch.as_tensor(s.mask, device=images.device) for s in data_samples]).bool()
-            if mask[0].numel() != grid[0] * grid[1]:
-                raise ValueError(f'data_sample.mask has {mask[0].numel()} cells, expected {grid[0]}x{grid[1]}')
-            return mask.view(B, *grid)
-        return random_mask(B, grid, self.mask_ratio, self.mask_per_sample, images.device)
+            masks = [torch.as_tensor(s.mask) for s in data_samples[:B if self.mask_per_sample else 1]]
+            if masks[0].numel() != grid[0] * grid[1]:
+                raise ValueError(f'data_sample.mask has {masks[0].numel()} cells, expected {grid[0]}x{grid[1]}')
+            if all(m.device.type == 'cpu' for m in masks):  # host data: checked on the host
+                self.check_mask_counts(np.stack([m.numpy().reshape(-1) for m in masks]))
+            mask = torch.stack(masks).view(-1, *grid).bool()
+        else:
+            mask = random_mask(B if self.mask_per_sample else 1, grid, self.mask_ratio)
+        plans = None
+        if not isinstance(self.encoder, VisionTransformer):
+            token_grid = self.encoder.patch_embed.grid_size(H, W)
+            plans = self.encoder.mask_plans(token_grid, mask[:1], self.taps, images.device)
+        return to_device(mask, images.device).expand(B, *grid), plans
 
-    def forward_encoder(self, images, mask):
-        """Normalised features of the tapped layers, visible tokens only."""
+    def check_mask_counts(self, masks):
+        """Host masks [B, cells] must each leave the visible count of ``mask_ratio`` (the step's
+        shapes are fixed ahead from it)."""
+        expected = num_visible_cells(masks.shape[1], self.mask_ratio)
+        visible = (~masks.astype(bool)).sum(1)
+        if (visible != expected).any():
+            raise ValueError(f'every sample must mask the same number of cells: mask_ratio={self.mask_ratio} '
+                             f'leaves {expected} of {masks.shape[1]} visible, the given masks leave '
+                             f'{sorted(set(visible.tolist()))}')
+
+    def num_visible(self, mask):
+        """Visible cells per sample of a mask [B, h, w] (fixed by ``mask_ratio``; no host read)."""
+        return num_visible_cells(mask[0].numel(), self.mask_ratio)
+
+    def forward_encoder(self, images, mask, plans=None):
+        """Normalised features of the tapped layers, visible tokens only (``plans``: Swin's, from
+        :meth:`prepare_mask`; built here when not given)."""
+        if isinstance(self.encoder, VisionTransformer):
+            extra = dict(num_visible=self.num_visible(mask))
+        else:
+            extra = dict(plans=plans)
         feats = self.encoder.forward_intermediates(images, self.taps, mask=mask,
-                                                   detach_between=self.isolate_gradients)
+                                                   detach_between=self.isolate_gradients, **extra)
         return [norm(f) for norm, f in zip(self.tap_norms, feats)]
 
     def forward_decoders(self, feats, mask):
         """Per-scale predictions [B, C_s, h_s, w_s] from the visible features."""
-        num_visible = int((~mask[0]).sum())  # the one host sync of a step (equal for every sample)
+        num_visible = self.num_visible(mask)
         preds = []
         for feat, decoder in zip(feats, self.decoders):
             masked = resize_mask(mask, decoder.grid_size).flatten(1)
@@ -173,11 +225,20 @@ class LocalMIM(BaseModel):
         with torch.autocast(images.device.type, enabled=False):
             return self.target(images.float())
 
-    def loss(self, inputs, data_samples=None):
-        mask = self.get_mask(inputs, data_samples)
+    def masked_loss(self, inputs, mask, plans=None):
+        """The step's device work for a given mask: targets, encoder, decoders, per-scale losses
+        (compiled with ``compile``). No host reads, no data-dependent shapes."""
         targets = self.compute_targets(inputs)
-        preds = self.forward_decoders(self.forward_encoder(inputs, mask), mask)
+        preds = self.forward_decoders(self.forward_encoder(inputs, mask, plans), mask)
         return self.forward_loss(preds, targets, mask)
+
+    def loss(self, inputs, data_samples=None):
+        mask, plans = self.prepare_mask(inputs, data_samples)
+        if self.compile_options is None:
+            return self.masked_loss(inputs, mask, plans)
+        if self._compiled_masked_loss is None:
+            self._compiled_masked_loss = torch.compile(LocalMIM.masked_loss, **self.compile_options)
+        return self._compiled_masked_loss(self, inputs, mask, plans)
 
     # ---- mmengine plumbing ---------------------------------------------------------------------
     def forward(self, inputs, data_samples=None, mode='loss'):
@@ -186,15 +247,15 @@ class LocalMIM(BaseModel):
         if mode == 'predict':
             return self.predict(inputs, data_samples)
         if mode == 'tensor':
-            return self.forward_encoder(inputs, self.get_mask(inputs, data_samples))
+            return self.forward_encoder(inputs, *self.prepare_mask(inputs, data_samples))
         raise ValueError(f'invalid mode {mode!r}')
 
     @torch.no_grad()
     def predict(self, inputs, data_samples=None):
         """Reconstructions for visualisation: per sample, ``mask``, ``preds``, ``targets``, ``weights``."""
-        mask = self.get_mask(inputs, data_samples)
+        mask, plans = self.prepare_mask(inputs, data_samples)
         targets = self.compute_targets(inputs)
-        preds = self.forward_decoders(self.forward_encoder(inputs, mask), mask)
+        preds = self.forward_decoders(self.forward_encoder(inputs, mask, plans), mask)
         weights = [resize_mask(mask, t.shape[-2:]) for t in targets]
         return [BaseDataElement(mask=mask[b], preds=[p[b] for p in preds], targets=[t[b] for t in targets],
                                 weights=[w[b] for w in weights]) for b in range(inputs.shape[0])]
