@@ -1,5 +1,6 @@
 """The pretraining step: compiled without graph breaks, free of host reads, masks from the pipeline."""
 import traceback
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -144,3 +145,31 @@ def test_vit_step_compiles_without_graph_breaks_and_matches_eager():
         if p.grad is not None:
             torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
     torch._dynamo.reset()
+
+
+class ParamsOn:
+    """A stand-in model whose parameters report being on CUDA or not (no GPU here)."""
+
+    def __init__(self, cuda):
+        self.cuda = cuda
+
+    def parameters(self):
+        return iter([SimpleNamespace(is_cuda=self.cuda)] * 2)
+
+
+def test_adamw_is_fused_on_cuda_only():
+    from localmim.engine.optim_constructor import with_fused_kernel
+    adamw = dict(type='AdamW', lr=1e-3)
+    assert with_fused_kernel(adamw, ParamsOn(cuda=True)) == dict(adamw, fused=True)
+    assert with_fused_kernel(adamw, ParamsOn(cuda=False)) == adamw
+    assert with_fused_kernel(dict(adamw, fused=False), ParamsOn(cuda=True)) == dict(adamw, fused=False)
+    assert with_fused_kernel(dict(type='SGD', lr=1), ParamsOn(cuda=True)) == dict(type='SGD', lr=1)
+    # on CPU the shipped recipe's optimizer is built as before (torch's default, foreach)
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import DefaultScope
+    cfg = Config.fromfile('mm_configs/_base_/schedules/pretrain_adamw.py').optim_wrapper
+    cfg.type = 'OptimWrapper'
+    with DefaultScope.overwrite_default_scope('localmim'):
+        optimizer = build_optim_wrapper(tiny_vit(), cfg).optimizer
+    assert isinstance(optimizer, torch.optim.AdamW) and not optimizer.defaults['fused']

@@ -1,6 +1,8 @@
 # ImageNet-1k for pretraining: RandomResizedCrop(224, scale 0.2-1, bicubic) + horizontal flip only.
 # The crop is resized as torchvision does on PIL images (antialiased bicubic), like the release;
 # backend='torch' in the crop gives the same filter about 5x faster (within a grey level of PIL).
+# The model configs add their RandomMaskGenerator before PackInputs (masks drawn in the loader
+# workers, see localmim/datasets/masking.py).
 # Set the root with --cfg-options train_dataloader.dataset.data_root=/path/to/imagenet
 data_root = 'data/imagenet/'
 train_pipeline = [
