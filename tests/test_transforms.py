@@ -178,7 +178,7 @@ def test_pack_inputs():
         np.testing.assert_array_equal(out['inputs'][c].numpy(), img[:, :, c])
     sample = out['data_samples']
     assert sample.gt_label.tolist() == [7] and sample.gt_label.dtype == torch.long
-    np.testing.assert_array_equal(sample.mask.numpy(), mask)
+    np.testing.assert_array_equal(sample.mask, mask)
     assert sample.img_path == 'p.jpg' and sample.img_shape == (6, 5) and 'other' not in sample.metainfo_keys()
     tensor = torch.randn(3, 4, 4)
     assert PackInputs()(dict(img=tensor))['inputs'] is tensor
@@ -261,3 +261,9 @@ def test_lazy_decode_refuses_skip_and_names_a_broken_file(tmp_path):
     results = LoadImage(lazy=True)(dict(img_path=str(tmp_path / 'cut.jpg')))
     with pytest.raises(OSError, match='cannot read image file .*cut.jpg'):
         RandomResizedCrop(224, scale=(0.2, 1.0))(results)
+
+
+def test_draft_scale_never_goes_below_the_output_resolution():
+    assert draft_scale((100, 100), (224, 224)) == 1  # upscaling crop
+    assert draft_scale((447, 900), (224, 224)) == 1 and draft_scale((448, 900), (224, 224)) == 2
+    assert draft_scale((1800, 1792), (224, 224)) == 8 and draft_scale((1800, 1791), (224, 224)) == 4

@@ -34,6 +34,14 @@ def _size_hw(size):
     return int(h), int(w)
 
 
+def decode_rgb(pil):
+    """Decode an opened PIL image as RGB (a JPEG decodes straight to RGB: no converted copy)."""
+    if pil.mode == 'RGB':
+        pil.load()
+        return pil
+    return pil.convert('RGB')
+
+
 def _set_image(results, img):
     results['img'] = img
     results['img_shape'] = tuple(img.shape[:2]) if isinstance(img, np.ndarray) else tuple(img.shape[-2:])
@@ -79,7 +87,7 @@ class LoadImage(BaseTransform):
             return results
         try:
             with Image.open(io.BytesIO(get_file_bytes(path, backend_args=self.backend_args))) as pil:
-                img = np.asarray(pil.convert('RGB'))
+                img = np.asarray(decode_rgb(pil))
         except Exception as err:  # unreadable, not an image, truncated, ...
             if self.on_error == 'raise':
                 raise OSError(f'cannot read image file {path}: {err}') from err
@@ -123,7 +131,7 @@ def resize_image(img, size_hw, interpolation='bicubic', backend='pillow'):
 def draft_scale(crop_hw, size_hw):
     """The largest JPEG DCT scale (1, 2, 4 or 8) that still leaves at least ``size_hw`` pixels
     over a crop of ``crop_hw`` original pixels."""
-    return max(s for s in (1, 2, 4, 8) if crop_hw[0] >= s * size_hw[0] and crop_hw[1] >= s * size_hw[1])
+    return max(s for s in (8, 4, 2, 1) if s == 1 or (crop_hw[0] >= s * size_hw[0] and crop_hw[1] >= s * size_hw[1]))
 
 
 def decode_resized_crop(pil, box, size_hw, interpolation='bicubic', backend='pillow', path=None):
@@ -139,11 +147,11 @@ def decode_resized_crop(pil, box, size_hw, interpolation='bicubic', backend='pil
     """
     top, left, h, w = box
     full_w, full_h = pil.size
+    scale = draft_scale((h, w), size_hw) if pil.format == 'JPEG' else 1
     try:
-        scale = draft_scale((h, w), size_hw) if pil.format == 'JPEG' else 1
         if scale > 1:
             pil.draft('RGB', (-(-full_w // scale), -(-full_h // scale)))
-        img = pil.convert('RGB')
+        img = decode_rgb(pil)
     except Exception as err:
         raise OSError(f'cannot read image file {path}: {err}') from err
     if img.size == (full_w, full_h):
@@ -279,7 +287,7 @@ class PackInputs(BaseTransform):
 
     ``inputs``: (C, H, W) tensor (uint8 from a numpy image, or the tensor ``img`` as it is).
     ``data_samples``: ``BaseDataElement`` with ``gt_label`` (shape (1,) int64) if present, and as
-    metainfo the present ``meta_keys`` and ``mask`` (bool tensor) if present: metainfo stays on the
+    metainfo the present ``meta_keys`` and ``mask`` (numpy) if present: metainfo stays on the
     host when the data preprocessor moves the batch, so the model reads masks without a device sync.
     """
 
@@ -300,7 +308,7 @@ class PackInputs(BaseTransform):
         if 'gt_label' in results:
             sample.gt_label = torch.as_tensor(results['gt_label'], dtype=torch.long).reshape(1)
         if 'mask' in results:
-            sample.set_metainfo(dict(mask=torch.as_tensor(results['mask'])))
+            sample.set_metainfo(dict(mask=np.asarray(results['mask'])))  # deep-copied: numpy is cheap
         return dict(inputs=inputs, data_samples=sample)
 
     def __repr__(self):

@@ -9,7 +9,7 @@ _base_ = [
 ]
 # the mask is drawn in the data pipeline on 32 px units; the model uses the batch's first one
 train_pipeline = [
-    dict(type='LoadImage'),
+    dict(type='LoadImage', lazy=True),  # decoded by the crop, at 1/2-1/8 scale when it is >= 2x the output
     dict(type='RandomResizedCrop', size=224, scale=(0.2, 1.0), interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='RandomMaskGenerator', input_size=224, mask_unit=32, mask_ratio=0.75),
