@@ -74,9 +74,11 @@ def test_pipeline_masks_are_the_ones_trained(make):
     expected = torch.stack([torch.as_tensor(s.mask) for s in data['data_samples']]) if model.mask_per_sample \
         else first.expand(3, -1, -1)  # one mask per batch: the first sample's
     assert torch.equal(mask, expected)
-    # masks leaving another number of cells visible are refused on the host, naming the counts
+    if not model.mask_per_sample:
+        return
+    # samples leaving different numbers of cells visible (16 of 64, and all) are refused on the host
     data['data_samples'][0].set_metainfo(dict(mask=torch.zeros_like(first)))
-    with pytest.raises(ValueError, match=r'mask_ratio=0.75 leaves \d+ of \d+ visible.*\[\d+'):
+    with pytest.raises(ValueError, match=r'same number of cells, got visible counts \[16, 64\]'):
         model.loss(data['inputs'], data['data_samples'])
 
 
@@ -128,8 +130,8 @@ def test_training_step_reads_the_device_once_in_the_guard(make, with_masks):
 def test_vit_step_compiles_without_graph_breaks_and_matches_eager():
     model = tiny_vit().train()
     images = torch.randn(2, 3, 32, 32)
-    mask, plans = model.prepare_mask(images)
-    explained = torch._dynamo.explain(LocalMIM.masked_loss)(model, images, mask, plans)
+    mask, num_visible, plans = model.prepare_mask(images)
+    explained = torch._dynamo.explain(LocalMIM.masked_loss)(model, images, mask, num_visible, plans)
     assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
     torch._dynamo.reset()
     # compile=...: the model's option; aot_eager traces forward and backward through AOTAutograd
@@ -173,3 +175,20 @@ def test_adamw_is_fused_on_cuda_only():
     with DefaultScope.overwrite_default_scope('localmim'):
         optimizer = build_optim_wrapper(tiny_vit(), cfg).optimizer
     assert isinstance(optimizer, torch.optim.AdamW) and not optimizer.defaults['fused']
+
+
+@pytest.mark.parametrize('scale,pool', [(4, 'avg'), (2, 'avg'), (1, 'avg'), (0.5, 'avg'), (0.5, 'max')])
+def test_channels_last_rescale_head_is_the_convolutions(scale, pool):
+    from localmim.models.layers import apply_rescale_tokens, rescale_layers
+    torch.manual_seed(0)
+    layers, channels = rescale_layers(32, scale, pool=pool)
+    head = torch.nn.Sequential(*layers, torch.nn.Conv2d(channels, 5, 1))
+    for p in head.parameters():  # non-trivial norm weights and biases
+        torch.nn.init.normal_(p, std=0.5)
+    grid = torch.randn(2, 6, 4, 32, requires_grad=True)
+    expected = head(grid.permute(0, 3, 1, 2))
+    got = apply_rescale_tokens(grid, head).permute(0, 3, 1, 2)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    g_expected, = torch.autograd.grad(expected.square().sum(), grid)
+    g_got, = torch.autograd.grad(got.square().sum(), grid)
+    torch.testing.assert_close(g_got, g_expected, rtol=1e-4, atol=1e-5)

@@ -38,6 +38,16 @@ def random_mask(batch, grid_hw, ratio, per_sample=True, device=None):
     return mask.view(-1, h, w).expand(batch, h, w)
 
 
+def visible_count(masks):
+    """Visible cells per sample of host masks (numpy bool [B, h, w]); every sample must have
+    the same number (the step's shapes are fixed ahead from it)."""
+    visible = (~masks.reshape(masks.shape[0], -1)).sum(1)
+    if (visible != visible[0]).any():
+        raise ValueError(f'every sample must mask the same number of cells, got visible counts '
+                         f'{sorted(set(visible.tolist()))}')
+    return int(visible[0])
+
+
 def resize_mask(mask, size):
     """Mask [B, h, w] -> [B, H, W] float: finer grids repeat each cell, coarser grids average
     (a partly masked coarse cell gets the masked fraction as its weight)."""
@@ -102,11 +112,11 @@ class LocalMIM(BaseModel):
 
     Masks: ``data_sample.mask`` (bool [h, w] on the mask-unit grid, e.g. drawn in the data
     pipeline by ``localmim.RandomMaskGenerator``) when every sample has one, else a random mask.
-    Host masks (metainfo, which the data preprocessor leaves on the host) are checked there, and
-    reach the device through a non-blocking copy, so the training step never waits for the device
-    until the guard's one read of the loss flags. Every mask must leave
-    ``num_visible_cells(h * w, mask_ratio)`` cells visible; with ``mask_per_sample=False`` the
-    first sample's mask serves the whole batch.
+    Host masks (metainfo, which the data preprocessor leaves on the host) are counted there (all
+    samples must leave the same number of cells visible) and reach the device through a
+    non-blocking copy, so the training step never waits for the device until the guard's one read
+    of the loss flags (masks given as device tensors must leave the mask ratio's count visible).
+    With ``mask_per_sample=False`` the first sample's mask serves the whole batch.
     """
 
     def __init__(self, encoder, taps, target, decoder=None, mask_ratio=0.75, mask_unit=None,
@@ -156,8 +166,9 @@ class LocalMIM(BaseModel):
         return self.prepare_mask(images, data_samples)[0]
 
     def prepare_mask(self, images, data_samples=None):
-        """(mask on the images' device [B, h, w], Swin's plans or None), both made on the host
-        and copied without waiting (the random fallback is drawn on the host too)."""
+        """(mask on the images' device [B, h, w], visible cells per sample, Swin's plans or None),
+        all made on the host: the mask is copied to the device without waiting, and the count fixes
+        the step's shapes ahead. The random fallback is drawn on the host too."""
         B, _, H, W = images.shape
         if H % self.mask_unit or W % self.mask_unit:
             raise ValueError(f'input size {H}x{W} is not divisible by the mask unit of '
@@ -167,45 +178,36 @@ class LocalMIM(BaseModel):
             masks = [torch.as_tensor(s.mask) for s in data_samples[:B if self.mask_per_sample else 1]]
             if masks[0].numel() != grid[0] * grid[1]:
                 raise ValueError(f'data_sample.mask has {masks[0].numel()} cells, expected {grid[0]}x{grid[1]}')
-            if all(m.device.type == 'cpu' for m in masks):  # host data: checked on the host
-                self.check_mask_counts(np.stack([m.numpy().reshape(-1) for m in masks]))
             mask = torch.stack(masks).view(-1, *grid).bool()
+            if mask.device.type == 'cpu':  # host data (the pipeline's): counted on the host
+                num_visible = visible_count(mask.numpy())
+            else:  # given on a device: fixed by the mask ratio
+                num_visible = num_visible_cells(grid[0] * grid[1], self.mask_ratio)
         else:
             mask = random_mask(B if self.mask_per_sample else 1, grid, self.mask_ratio)
+            num_visible = num_visible_cells(grid[0] * grid[1], self.mask_ratio)
         plans = None
         if not isinstance(self.encoder, VisionTransformer):
             token_grid = self.encoder.patch_embed.grid_size(H, W)
             plans = self.encoder.mask_plans(token_grid, mask[:1], self.taps, images.device)
-        return to_device(mask, images.device).expand(B, *grid), plans
+        return to_device(mask, images.device).expand(B, *grid), num_visible, plans
 
-    def check_mask_counts(self, masks):
-        """Host masks [B, cells] must each leave the visible count of ``mask_ratio`` (the step's
-        shapes are fixed ahead from it)."""
-        expected = num_visible_cells(masks.shape[1], self.mask_ratio)
-        visible = (~masks.astype(bool)).sum(1)
-        if (visible != expected).any():
-            raise ValueError(f'every sample must mask the same number of cells: mask_ratio={self.mask_ratio} '
-                             f'leaves {expected} of {masks.shape[1]} visible, the given masks leave '
-                             f'{sorted(set(visible.tolist()))}')
-
-    def num_visible(self, mask):
-        """Visible cells per sample of a mask [B, h, w] (fixed by ``mask_ratio``; no host read)."""
-        return num_visible_cells(mask[0].numel(), self.mask_ratio)
-
-    def forward_encoder(self, images, mask, plans=None):
-        """Normalised features of the tapped layers, visible tokens only (``plans``: Swin's, from
-        :meth:`prepare_mask`; built here when not given)."""
+    def forward_encoder(self, images, mask, num_visible=None, plans=None):
+        """Normalised features of the tapped layers, visible tokens only. ``num_visible`` and
+        ``plans`` (Swin) come from :meth:`prepare_mask`; without them they are read from the mask."""
         if isinstance(self.encoder, VisionTransformer):
-            extra = dict(num_visible=self.num_visible(mask))
+            extra = dict(num_visible=num_visible)
         else:
             extra = dict(plans=plans)
         feats = self.encoder.forward_intermediates(images, self.taps, mask=mask,
                                                    detach_between=self.isolate_gradients, **extra)
         return [norm(f) for norm, f in zip(self.tap_norms, feats)]
 
-    def forward_decoders(self, feats, mask):
-        """Per-scale predictions [B, C_s, h_s, w_s] from the visible features."""
-        num_visible = self.num_visible(mask)
+    def forward_decoders(self, feats, mask, num_visible=None):
+        """Per-scale predictions [B, C_s, h_s, w_s] from the visible features (``num_visible``
+        cells per sample; read from the mask if not given)."""
+        if num_visible is None:
+            num_visible = int((~mask[0]).sum())
         preds = []
         for feat, decoder in zip(feats, self.decoders):
             masked = resize_mask(mask, decoder.grid_size).flatten(1)
@@ -225,20 +227,21 @@ class LocalMIM(BaseModel):
         with torch.autocast(images.device.type, enabled=False):
             return self.target(images.float())
 
-    def masked_loss(self, inputs, mask, plans=None):
-        """The step's device work for a given mask: targets, encoder, decoders, per-scale losses
-        (compiled with ``compile``). No host reads, no data-dependent shapes."""
+    def masked_loss(self, inputs, mask, num_visible, plans=None):
+        """The step's device work for a prepared mask (:meth:`prepare_mask`): targets, encoder,
+        decoders, per-scale losses (compiled with ``compile``). No host reads, no data-dependent
+        shapes."""
         targets = self.compute_targets(inputs)
-        preds = self.forward_decoders(self.forward_encoder(inputs, mask, plans), mask)
-        return self.forward_loss(preds, targets, mask)
+        feats = self.forward_encoder(inputs, mask, num_visible, plans)
+        return self.forward_loss(self.forward_decoders(feats, mask, num_visible), targets, mask)
 
     def loss(self, inputs, data_samples=None):
-        mask, plans = self.prepare_mask(inputs, data_samples)
+        prepared = self.prepare_mask(inputs, data_samples)
         if self.compile_options is None:
-            return self.masked_loss(inputs, mask, plans)
+            return self.masked_loss(inputs, *prepared)
         if self._compiled_masked_loss is None:
             self._compiled_masked_loss = torch.compile(LocalMIM.masked_loss, **self.compile_options)
-        return self._compiled_masked_loss(self, inputs, mask, plans)
+        return self._compiled_masked_loss(self, inputs, *prepared)
 
     # ---- mmengine plumbing ---------------------------------------------------------------------
     def forward(self, inputs, data_samples=None, mode='loss'):
@@ -253,9 +256,9 @@ class LocalMIM(BaseModel):
     @torch.no_grad()
     def predict(self, inputs, data_samples=None):
         """Reconstructions for visualisation: per sample, ``mask``, ``preds``, ``targets``, ``weights``."""
-        mask, plans = self.prepare_mask(inputs, data_samples)
+        mask, num_visible, plans = self.prepare_mask(inputs, data_samples)
         targets = self.compute_targets(inputs)
-        preds = self.forward_decoders(self.forward_encoder(inputs, mask, plans), mask)
+        preds = self.forward_decoders(self.forward_encoder(inputs, mask, num_visible, plans), mask, num_visible)
         weights = [resize_mask(mask, t.shape[-2:]) for t in targets]
         return [BaseDataElement(mask=mask[b], preds=[p[b] for p in preds], targets=[t[b] for t in targets],
                                 weights=[w[b] for w in weights]) for b in range(inputs.shape[0])]
