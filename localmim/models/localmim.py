@@ -9,7 +9,6 @@ The encoder is any backbone with ``forward_intermediates(x, indices, mask, detac
 ``feature_info(indices)``, ``img_size`` and ``num_prefix_tokens`` (ViT: per-sample random mask on
 its patch grid; Swin: one mask per batch on 32 px units, masked tokens dropped).
 """
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
