@@ -28,13 +28,22 @@ def tiny_vit(**kw):
 
 def tiny_swin():
     torch.manual_seed(0)
-    return build_model(dict(
+    return build_model(tiny_swin_cfg())
+
+
+def tiny_swin_cfg():
+    return dict(
         type='LocalMIM', data_preprocessor=PREPROCESSOR,
         encoder=dict(type='SwinTransformer', arch=None, img_size=64, embed_dim=16, depths=(2, 2, 2, 2),
                      num_heads=(1, 2, 4, 8), window_size=4, final_norm=False),
         taps=[0, 1, 2, 3], target=dict(type='HOGTarget', nbins=18, cell_sizes=(8, 16, 32, 32), bias='per_scale'),
         decoder=dict(dims=(16, 32, 32, 32), num_heads=2, pred_layer='linear'),
-        mask_ratio=0.75, mask_unit=32, mask_per_sample=False))
+        mask_ratio=0.75, mask_unit=32, mask_per_sample=False)
+
+
+def test_swin_needs_one_mask_per_batch():
+    with pytest.raises(ValueError, match='one mask per batch: set mask_per_sample=False'):
+        build_model(dict(tiny_swin_cfg(), mask_per_sample=True))
 
 
 def loader_batch(model, batch=2, seed=0):
@@ -192,3 +201,11 @@ def test_channels_last_rescale_head_is_the_convolutions(scale, pool):
     g_expected, = torch.autograd.grad(expected.square().sum(), grid)
     g_got, = torch.autograd.grad(got.square().sum(), grid)
     torch.testing.assert_close(g_got, g_expected, rtol=1e-4, atol=1e-5)
+
+
+def test_swin_step_traces_as_one_graph_with_plans_made_ahead():
+    model = tiny_swin().train()
+    images = torch.randn(2, 3, 64, 64)
+    explained = torch._dynamo.explain(LocalMIM.masked_loss)(model, images, *model.prepare_mask(images))
+    assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
+    torch._dynamo.reset()

@@ -43,6 +43,9 @@ def parse_args():
     p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'],
                    help='autocast dtype (float32 = no autocast)')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    p.add_argument('--clock', default='wall', choices=['wall', 'process'],
+                   help="'process': CPU time of this process (all its threads), steadier than wall "
+                        'clock on a shared CPU machine; ratios only (images/s then per busy core-set)')
     p.add_argument('--compile', action='store_true', help="also time the step with the model's compile=True")
     p.add_argument('--compile-mode', default=None, help="torch.compile mode (e.g. 'max-autotune')")
     p.add_argument('--cfg-options', nargs='*', default=[], help='key=value overrides of the model config')
@@ -54,16 +57,16 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def timed(fn, device, iters, warmup):
+def timed(fn, device, iters, warmup, clock=time.perf_counter):
     for _ in range(warmup):
         fn()
     sync(device)
     times = []
     for _ in range(iters):
-        start = time.perf_counter()
+        start = clock()
         fn()
         sync(device)
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return times
 
 
@@ -132,13 +135,14 @@ def main():
                 p.grad = None
         steps.append((dense_step, 'dense'))
 
+    clock = time.process_time if args.clock == 'process' else time.perf_counter
     # interleave the measurements so that drift affects every side alike
     samples = {name: [] for _, name in steps}
     for step, _ in steps:
         timed(step, device, 0, args.warmup)
     for _ in range(args.iters):
         for step, name in steps:
-            samples[name] += timed(step, device, 1, 0)
+            samples[name] += timed(step, device, 1, 0, clock)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats()
         full_step()
@@ -158,7 +162,7 @@ def main():
     print(f'config       : {args.config}')
     print(f'device/dtype : {device} ({torch.cuda.get_device_name() if device.type == "cuda" else torch.get_num_threads()} '
           f'{"" if device.type == "cuda" else "threads"}) / {args.dtype}, batch {args.batch_size}, {size} px, '
-          f'median of {args.iters} (min-max)')
+          f'median of {args.iters} (min-max), {args.clock} clock')
     print(f'full step    : {t_full * 1e3:8.1f} ms {spread("full")} -> {args.batch_size / t_full:8.1f} images/s '
           f'(fwd+bwd, no optimizer)')
     print(f'bare encoder : {t_bare * 1e3:8.1f} ms {spread("bare")} -> ratio full/bare = {t_full / t_bare:.3f}')

@@ -134,6 +134,9 @@ class LocalMIM(BaseModel):
             raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
         self.mask_ratio, self.mask_per_sample = mask_ratio, mask_per_sample
         self.mask_unit = mask_unit or self.encoder.patch_size
+        if not isinstance(self.encoder, VisionTransformer) and mask_per_sample:
+            raise ValueError(f'{type(self.encoder).__name__} drops masked tokens with one mask per batch: '
+                             'set mask_per_sample=False')
         if isinstance(self.encoder, VisionTransformer) and self.mask_unit != self.encoder.patch_size:
             raise ValueError(f'mask_unit={self.mask_unit} does not fit a ViT encoder: it masks whole '
                              f'patches, so mask_unit must equal its patch size {self.encoder.patch_size}')
