@@ -14,7 +14,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import RandomResizedCrop as TorchvisionRandomResizedCrop
 
 from localmim.datasets import ImageNet, LoadImage, PackInputs, RandomResizedCrop, Resize, TimmTransform
-from localmim.datasets.transforms import sample_resized_crop
+from localmim.datasets.transforms import draft_scale, sample_resized_crop
 from localmim.registry import TRANSFORMS
 
 
@@ -179,7 +179,7 @@ def test_pack_inputs():
         np.testing.assert_array_equal(out['inputs'][c].numpy(), img[:, :, c])
     sample = out['data_samples']
     assert sample.gt_label.tolist() == [7] and sample.gt_label.dtype == torch.long
-    np.testing.assert_array_equal(sample.mask.numpy(), mask)
+    np.testing.assert_array_equal(sample.mask, mask)
     assert sample.img_path == 'p.jpg' and sample.img_shape == (6, 5) and 'other' not in sample.metainfo_keys()
     tensor = torch.randn(3, 4, 4)
     assert PackInputs()(dict(img=tensor))['inputs'] is tensor
@@ -203,3 +203,68 @@ def test_finetune_randaugment_of_the_configs_runs_with_this_pillow():
     for path in ('mm_configs/imagenet/_base_/fashion_mnist.py', 'mm_configs/imagenet/_base_/imagenet_finetune.py'):
         timm_cfg = next(t for t in Config.fromfile(path).train_pipeline if 'TimmTransform' in t['type'])
         at_top_magnitude(timm_cfg['auto_augment'])(image)
+
+
+# ---- reduced-scale JPEG decoding (LoadImage(lazy=True) + RandomResizedCrop) ----------------------
+def photo_jpeg(path, height=375, width=500, seed=0):
+    """An ImageNet-like JPEG (quality 90): smooth colour fields plus grain."""
+    rng = np.random.default_rng(seed)
+    low = torch.from_numpy(rng.normal(size=(1, 3, height // 25, width // 25))).float()
+    img = torch.nn.functional.interpolate(low, size=(height, width), mode='bicubic')[0] * 60 + 128
+    img += torch.from_numpy(rng.normal(size=(3, height, width))).float() * 12
+    Image.fromarray(img.clamp(0, 255).byte().permute(1, 2, 0).numpy()).save(path, quality=90)
+    return path
+
+
+def decoded_crop(path, box, size, lazy):
+    """RandomResizedCrop on a fixed box, after an eager or a lazy LoadImage."""
+    results = LoadImage(lazy=lazy)(dict(img_path=str(path)))
+    top, left, h, w = box
+    transform = RandomResizedCrop(size)
+    transform_box = lambda *args, **kw: box  # noqa: E731
+    import localmim.datasets.transforms as module
+    saved, module.sample_resized_crop = module.sample_resized_crop, transform_box
+    try:
+        out = transform(results)
+    finally:
+        module.sample_resized_crop = saved
+    assert out['crop_bbox'] == (left, top, left + w, top + h)
+    return out['img'].astype(int)
+
+
+def test_lazy_decode_keeps_the_crop_box_in_original_pixels(tmp_path):
+    path = photo_jpeg(tmp_path / 'photo.jpg')
+    full = np.asarray(Image.open(path).convert('RGB'))
+    # crops less than 2x the output on a side: no draft, exactly the eager result (= torchvision's)
+    for box in [(5, 7, 100, 120), (0, 0, 375, 500)]:
+        size = (60, 80) if box[2] == 100 else (224, 224)
+        eager, lazy = decoded_crop(path, box, size, False), decoded_crop(path, box, size, True)
+        expected = np.asarray(TF.resized_crop(Image.fromarray(full), *box, list(size), InterpolationMode.BICUBIC))
+        assert np.array_equal(lazy, eager) and np.array_equal(eager, expected)
+    # larger crops decode at 1/2, 1/4 or 1/8 scale: within a grey level on average of the full
+    # decode, on the same part of the picture (a box 3 px off is much further away)
+    for box, size, scale in [((0, 0, 375, 500), (40, 40), 8), ((10, 20, 300, 260), (56, 56), 4),
+                             ((100, 50, 150, 200), (56, 56), 2)]:
+        assert draft_scale(box[2:], size) == scale
+        eager, lazy = decoded_crop(path, box, size, False), decoded_crop(path, box, size, True)
+        shifted = decoded_crop(path, (box[0] + 3, box[1] + 3, box[2] - 3, box[3] - 3), size, False)
+        diff = np.abs(lazy - eager)
+        assert diff.mean() < 1 and diff.max() <= 8, (box, diff.mean(), diff.max())
+        assert np.abs(shifted - eager).mean() > 3 * diff.mean()
+
+
+def test_lazy_decode_refuses_skip_and_names_a_broken_file(tmp_path):
+    with pytest.raises(ValueError, match="lazy=True.*on_error='raise'"):
+        LoadImage(lazy=True, on_error='skip')
+    path = photo_jpeg(tmp_path / 'photo.jpg')
+    data = path.read_bytes()
+    (tmp_path / 'cut.jpg').write_bytes(data[:len(data) // 2])
+    results = LoadImage(lazy=True)(dict(img_path=str(tmp_path / 'cut.jpg')))
+    with pytest.raises(OSError, match='cannot read image file .*cut.jpg'):
+        RandomResizedCrop(224, scale=(0.2, 1.0))(results)
+
+
+def test_draft_scale_never_goes_below_the_output_resolution():
+    assert draft_scale((100, 100), (224, 224)) == 1  # upscaling crop
+    assert draft_scale((447, 900), (224, 224)) == 1 and draft_scale((448, 900), (224, 224)) == 2
+    assert draft_scale((1800, 1792), (224, 224)) == 8 and draft_scale((1800, 1791), (224, 224)) == 4

@@ -5,13 +5,16 @@ Measures, in one run and on one device, with the config's model:
   * full step: LocalMIM forward + backward (targets, encoder, decoders, loss; no optimizer update);
   * bare step: the masked encoder forward + backward alone (same mask ratio, same visible tokens);
   * targets: the target computation alone.
-Reports images/s, peak memory, the ratio full/bare and the target share of a full step; on CUDA
-also the achieved TFLOP/s and MFU (model FLOPs counted by torch's FlopCounterMode). For a Swin
-encoder it also times the dense baseline (every masked token replaced by a mask token, the
-encoder on the full grid; see tools/benchmark_swin.py) and reports sparse/dense.
+  * with ``--compile``: the full step with the model's ``compile=True`` (torch.compile of the
+    masked forward + loss; the compile time is reported apart).
+Reports images/s of each, peak memory (CUDA: allocated; CPU: the process's max RSS), the ratio
+full/bare and the target share of a full step, the achieved TFLOP/s (model FLOPs counted by
+torch's FlopCounterMode) and on known GPUs the MFU. For a Swin encoder it also times the dense
+baseline (every masked token replaced by a mask token, the encoder on the full grid; see
+tools/benchmark_swin.py) and reports sparse/dense wall clock.
 
     python tools/benchmark_pretrain.py mm_configs/pretrain/localmim_vit-b_1600e_in1k.py --batch-size 8
-    python tools/benchmark_pretrain.py CONFIG --device cuda --dtype bfloat16 --batch-size 128
+    python tools/benchmark_pretrain.py CONFIG --device cuda --dtype bfloat16 --batch-size 256 --compile
 """
 import argparse
 import statistics
@@ -40,6 +43,11 @@ def parse_args():
     p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'],
                    help='autocast dtype (float32 = no autocast)')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    p.add_argument('--clock', default='wall', choices=['wall', 'process'],
+                   help="'process': CPU time of this process (all its threads), steadier than wall "
+                        'clock on a shared CPU machine; ratios only (images/s then per busy core-set)')
+    p.add_argument('--compile', action='store_true', help="also time the step with the model's compile=True")
+    p.add_argument('--compile-mode', default=None, help="torch.compile mode (e.g. 'max-autotune')")
     p.add_argument('--cfg-options', nargs='*', default=[], help='key=value overrides of the model config')
     return p.parse_args()
 
@@ -49,16 +57,16 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def timed(fn, device, iters, warmup):
+def timed(fn, device, iters, warmup, clock=time.perf_counter):
     for _ in range(warmup):
         fn()
     sync(device)
     times = []
     for _ in range(iters):
-        start = time.perf_counter()
+        start = clock()
         fn()
         sync(device)
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return times
 
 
@@ -87,9 +95,10 @@ def main():
             p.grad = None
 
     def bare_step():
-        mask = model.get_mask(images)
+        mask, num_visible, plans = model.prepare_mask(images)
+        extra = dict(plans=plans) if plans is not None else dict(num_visible=num_visible)
         with autocast:
-            out = model.encoder.forward_intermediates(images, [max(model.taps)], mask=mask)[-1]
+            out = model.encoder.forward_intermediates(images, [max(model.taps)], mask=mask, **extra)[-1]
             loss = out.float().pow(2).mean()
         loss.backward()
         for p in params:
@@ -99,6 +108,21 @@ def main():
         model.compute_targets(images)
 
     steps = [(full_step, 'full'), (bare_step, 'bare'), (target_step, 'targets')]
+    compile_time = None
+    if args.compile:
+        compiled_loss = torch.compile(type(model).masked_loss, mode=args.compile_mode)
+
+        def compiled_step():
+            with autocast:
+                loss = sum(compiled_loss(model, images, *model.prepare_mask(images)).values())
+            loss.backward()
+            for p in params:
+                p.grad = None
+        start = time.perf_counter()
+        compiled_step()
+        sync(device)
+        compile_time = time.perf_counter() - start
+        steps.append((compiled_step, 'compiled'))
     if type(model.encoder).__name__ == 'SwinTransformer':
         from benchmark_swin import dense_mask_token_loss
         token = torch.nn.Parameter(torch.zeros(1, 1, model.encoder.dims[0], device=device))
@@ -111,40 +135,58 @@ def main():
                 p.grad = None
         steps.append((dense_step, 'dense'))
 
+    clock = time.process_time if args.clock == 'process' else time.perf_counter
     # interleave the measurements so that drift affects every side alike
     samples = {name: [] for _, name in steps}
     for step, _ in steps:
         timed(step, device, 0, args.warmup)
     for _ in range(args.iters):
         for step, name in steps:
-            samples[name] += timed(step, device, 1, 0)
+            samples[name] += timed(step, device, 1, 0, clock)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats()
         full_step()
-        peak = torch.cuda.max_memory_allocated() / 2 ** 30
+        peak = f'{torch.cuda.max_memory_allocated() / 2 ** 30:.2f} GiB allocated (full step)'
     else:
-        peak = None
+        import resource
+        peak = f'{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GiB max RSS of the process'
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        full_step()
+    flops = counter.get_total_flops()
     t_full, t_bare, t_target = (statistics.median(samples[k]) for k in ('full', 'bare', 'targets'))
+
+    def spread(name):
+        values = sorted(samples[name])
+        return f'[{values[0] * 1e3:.0f}-{values[-1] * 1e3:.0f}]'
     print(f'config       : {args.config}')
     hardware = torch.cuda.get_device_name() if device.type == 'cuda' else f'{torch.get_num_threads()} threads'
-    print(f'device/dtype : {device} ({hardware}) / {args.dtype}, batch {args.batch_size}, {size} px')
-    print(f'full step    : {t_full * 1e3:8.1f} ms  -> {args.batch_size / t_full:8.1f} images/s (fwd+bwd, no optimizer)')
-    print(f'bare encoder : {t_bare * 1e3:8.1f} ms  -> ratio full/bare = {t_full / t_bare:.3f}')
+    print(f'device/dtype : {device} ({hardware}) / {args.dtype}, batch {args.batch_size}, {size} px, '
+          f'median of {args.iters} (min-max), {args.clock} clock')
+    print(f'full step    : {t_full * 1e3:8.1f} ms {spread("full")} -> {args.batch_size / t_full:8.1f} images/s '
+          f'(fwd+bwd, no optimizer)')
+    print(f'bare encoder : {t_bare * 1e3:8.1f} ms {spread("bare")} -> ratio full/bare = {t_full / t_bare:.3f}')
     print(f'targets      : {t_target * 1e3:8.1f} ms  -> {100 * t_target / t_full:.1f}% of a full step')
+    if 'compiled' in samples:
+        t_comp = statistics.median(samples['compiled'])
+        print(f'compiled     : {t_comp * 1e3:8.1f} ms {spread("compiled")} -> '
+              f'{args.batch_size / t_comp:8.1f} images/s, '
+              f'compiled/eager = {t_comp / t_full:.3f}, compiled/bare = {t_comp / t_bare:.3f} '
+              f'(compiling took {compile_time:.0f} s)')
     if 'dense' in samples:
         t_dense = statistics.median(samples['dense'])
-        print(f'dense Swin   : {t_dense * 1e3:8.1f} ms  -> ratio sparse/dense = {t_full / t_dense:.3f} '
-              f'(mask-token baseline)')
-    if peak is not None:
-        print(f'peak memory  : {peak:.2f} GiB')
-        from torch.utils.flop_counter import FlopCounterMode
-        with FlopCounterMode(display=False) as counter:
-            full_step()
-        tflops = counter.get_total_flops() / t_full / 1e12
+        print(f'dense Swin   : {t_dense * 1e3:8.1f} ms {spread("dense")} -> ratio sparse/dense = '
+              f'{t_full / t_dense:.3f} (mask-token baseline)')
+    print(f'peak memory  : {peak}')
+    best = min(statistics.median(samples[k]) for k in ('full', 'compiled') if k in samples)
+    tflops = flops / best / 1e12
+    mfu = ''
+    if device.type == 'cuda':
         name = torch.cuda.get_device_name()
         peak_tflops = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
         mfu = f', MFU {100 * tflops / peak_tflops:.1f}% of {peak_tflops:.0f}' if peak_tflops else ''
-        print(f'throughput   : {tflops:.1f} TFLOP/s{mfu}')
+    print(f'throughput   : {flops / args.batch_size / 1e9:.1f} GFLOP per image, {tflops:.3f} TFLOP/s '
+          f'(fastest full step){mfu}')
 
 
 if __name__ == '__main__':

@@ -20,7 +20,7 @@ from PIL import Image
 from localmim.registry import TRANSFORMS
 
 __all__ = ['LoadImage', 'RandomResizedCrop', 'Resize', 'TimmTransform', 'PackInputs',
-           'sample_resized_crop', 'resize_image']
+           'sample_resized_crop', 'resize_image', 'decode_resized_crop']
 
 PIL_FILTERS = {'nearest': Image.NEAREST, 'bilinear': Image.BILINEAR, 'bicubic': Image.BICUBIC}
 TORCH_MODES = {'nearest': 'nearest-exact', 'bilinear': 'bilinear', 'bicubic': 'bicubic'}
@@ -32,6 +32,14 @@ def _size_hw(size):
         return size, size
     h, w = size
     return int(h), int(w)
+
+
+def decode_rgb(pil):
+    """Decode an opened PIL image as RGB (a JPEG decodes straight to RGB: no converted copy)."""
+    if pil.mode == 'RGB':
+        pil.load()
+        return pil
+    return pil.convert('RGB')
 
 
 def _set_image(results, img):
@@ -51,20 +59,35 @@ class LoadImage(BaseTransform):
             ``num_skipped`` grows and the transform returns None, so that a training-mode
             mmengine ``BaseDataset`` returns another sample instead.
         backend_args: mmengine file backend arguments.
+        lazy: only read the header: ``img`` is the opened PIL image and ``img_shape`` its size;
+            :class:`RandomResizedCrop` (which must come next) decodes just what its crop needs,
+            a JPEG at 1/2, 1/4 or 1/8 scale when the crop allows it (see :func:`decode_resized_crop`).
+            Needs ``on_error='raise'`` (a broken file raises at the crop, naming it).
     """
 
-    def __init__(self, on_error='raise', backend_args=None):
+    def __init__(self, on_error='raise', backend_args=None, lazy=False):
         if on_error not in ('raise', 'skip'):
             raise ValueError(f"LoadImage on_error must be 'raise' or 'skip', got {on_error!r}")
+        if lazy and on_error != 'raise':
+            raise ValueError("LoadImage(lazy=True) decodes in RandomResizedCrop and needs on_error='raise'")
         self.on_error = on_error
         self.backend_args = backend_args
+        self.lazy = lazy
         self.num_skipped = 0
 
     def transform(self, results):
         path = results['img_path']
+        if self.lazy:
+            try:
+                pil = Image.open(io.BytesIO(get_file_bytes(path, backend_args=self.backend_args)))
+            except Exception as err:
+                raise OSError(f'cannot read image file {path}: {err}') from err
+            results['img'], results['img_shape'] = pil, (pil.height, pil.width)
+            results['ori_shape'] = results['img_shape']
+            return results
         try:
             with Image.open(io.BytesIO(get_file_bytes(path, backend_args=self.backend_args))) as pil:
-                img = np.asarray(pil.convert('RGB'))
+                img = np.asarray(decode_rgb(pil))
         except Exception as err:  # unreadable, not an image, truncated, ...
             if self.on_error == 'raise':
                 raise OSError(f'cannot read image file {path}: {err}') from err
@@ -77,7 +100,7 @@ class LoadImage(BaseTransform):
         return results
 
     def __repr__(self):
-        return f'{type(self).__name__}(on_error={self.on_error!r})'
+        return f'{type(self).__name__}(on_error={self.on_error!r}, lazy={self.lazy})'
 
 
 def check_resize_options(interpolation, backend):
@@ -103,6 +126,45 @@ def resize_image(img, size_hw, interpolation='bicubic', backend='pillow'):
     x = F.interpolate(x, size=(out_h, out_w), mode=mode, antialias=mode != 'nearest-exact')
     out = x[0].permute(1, 2, 0).numpy()
     return out[..., 0] if img.ndim == 2 else out
+
+
+def draft_scale(crop_hw, size_hw):
+    """The largest JPEG DCT scale (1, 2, 4 or 8) that still leaves at least ``size_hw`` pixels
+    over a crop of ``crop_hw`` original pixels."""
+    return max(s for s in (8, 4, 2, 1) if s == 1 or (crop_hw[0] >= s * size_hw[0] and crop_hw[1] >= s * size_hw[1]))
+
+
+def decode_resized_crop(pil, box, size_hw, interpolation='bicubic', backend='pillow', path=None):
+    """Decode an opened (not yet loaded) PIL image and resize its crop ``box`` = (top, left, h, w)
+    (original pixels) to ``size_hw``, as ``resize_image(decoded[top:top+h, left:left+w])``.
+
+    A JPEG whose crop is at least 2x the output on both sides is decoded at 1/2, 1/4 or 1/8 scale
+    by libjpeg (Pillow's ``draft``: the IDCT averages each s x s block), never below the output
+    resolution over the crop. The box is then mapped to the reduced image's coordinates (pixel j
+    covers original pixels [j s, (j + 1) s)) and resized from there with PIL's filter over that
+    fractional box, so the crop covers the same part of the picture. Without draft the result is
+    exactly the full-decode one.
+    """
+    top, left, h, w = box
+    full_w, full_h = pil.size
+    scale = draft_scale((h, w), size_hw) if pil.format == 'JPEG' else 1
+    try:
+        if scale > 1:
+            pil.draft('RGB', (-(-full_w // scale), -(-full_h // scale)))
+        img = decode_rgb(pil)
+    except Exception as err:
+        raise OSError(f'cannot read image file {path}: {err}') from err
+    if img.size == (full_w, full_h):
+        return resize_image(np.asarray(img)[top:top + h, left:left + w], size_hw, interpolation, backend)
+    scale = round(full_w / img.width)  # the DCT scale, 2, 4 or 8 (reduced sides are rounded up)
+    # the box in reduced pixels, and the whole reduced pixels around it
+    x0, y0, x1, y1 = left / scale, top / scale, (left + w) / scale, (top + h) / scale
+    ix0, iy0 = int(x0), int(y0)
+    ix1, iy1 = min(int(np.ceil(x1)), img.width), min(int(np.ceil(y1)), img.height)
+    region = img.crop((ix0, iy0, ix1, iy1))
+    out_h, out_w = size_hw
+    box = (x0 - ix0, y0 - iy0, min(x1, ix1) - ix0, min(y1, iy1) - iy0)
+    return np.asarray(region.resize((out_w, out_h), PIL_FILTERS[interpolation], box=box))
 
 
 def sample_resized_crop(height, width, scale, ratio, rng=np.random, attempts=10):
@@ -139,7 +201,8 @@ def sample_resized_crop(height, width, scale, ratio, rng=np.random, attempts=10)
 class RandomResizedCrop(BaseTransform):
     """Random area/aspect crop resized to ``size`` (int or (h, w)), as torchvision does it on PIL
     images: the same box distribution, then the crop resized by :func:`resize_image` (antialiased
-    when shrinking; ``backend='pillow'`` or ``'torch'``).
+    when shrinking; ``backend='pillow'`` or ``'torch'``). After ``LoadImage(lazy=True)`` it decodes
+    the image itself, at reduced scale when the crop allows (:func:`decode_resized_crop`).
     Sets ``img``, ``img_shape`` and ``crop_bbox`` (x1, y1, x2, y2) in the input image.
     """
 
@@ -155,9 +218,14 @@ class RandomResizedCrop(BaseTransform):
 
     def transform(self, results):
         img = results['img']
-        top, left, h, w = sample_resized_crop(img.shape[0], img.shape[1], self.scale, self.ratio)
-        crop = img[top:top + h, left:left + w]
-        _set_image(results, resize_image(crop, self.size, self.interpolation, self.backend))
+        height, width = results['img_shape'] if isinstance(img, Image.Image) else img.shape[:2]
+        top, left, h, w = sample_resized_crop(height, width, self.scale, self.ratio)
+        if isinstance(img, Image.Image):  # LoadImage(lazy=True): decode only what the crop needs
+            out = decode_resized_crop(img, (top, left, h, w), self.size, self.interpolation, self.backend,
+                                      results.get('img_path'))
+        else:
+            out = resize_image(img[top:top + h, left:left + w], self.size, self.interpolation, self.backend)
+        _set_image(results, out)
         results['crop_bbox'] = (left, top, left + w, top + h)
         return results
 
@@ -218,8 +286,9 @@ class PackInputs(BaseTransform):
     """Pack ``inputs`` and ``data_samples`` for classification and pretraining.
 
     ``inputs``: (C, H, W) tensor (uint8 from a numpy image, or the tensor ``img`` as it is).
-    ``data_samples``: ``BaseDataElement`` with ``gt_label`` (shape (1,) int64) if present, ``mask``
-    (tensor) if present, and the present ``meta_keys`` as metainfo.
+    ``data_samples``: ``BaseDataElement`` with ``gt_label`` (shape (1,) int64) if present, and as
+    metainfo the present ``meta_keys`` and ``mask`` (numpy) if present: metainfo stays on the
+    host when the data preprocessor moves the batch, so the model reads masks without a device sync.
     """
 
     def __init__(self, meta_keys=('sample_idx', 'img_path', 'ori_shape', 'img_shape', 'flip', 'flip_direction')):
@@ -239,7 +308,7 @@ class PackInputs(BaseTransform):
         if 'gt_label' in results:
             sample.gt_label = torch.as_tensor(results['gt_label'], dtype=torch.long).reshape(1)
         if 'mask' in results:
-            sample.mask = torch.as_tensor(results['mask'])
+            sample.set_metainfo(dict(mask=np.asarray(results['mask'])))  # deep-copied: numpy is cheap
         return dict(inputs=inputs, data_samples=sample)
 
     def __repr__(self):

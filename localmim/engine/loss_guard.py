@@ -36,7 +36,8 @@ def reduce_losses(losses):
     if world_size > 1:
         dist.all_reduce(packed)  # sum: [loss sums..., one flag per rank]
     means = packed[:len(names)] / world_size
-    bad_ranks = packed[len(names):].nonzero().flatten().tolist()  # the one host read of a step
+    flags = packed[len(names):].tolist()  # the one host read of a step
+    bad_ranks = [rank for rank, flag in enumerate(flags) if flag]
     return dict(zip(names, means)), bad_ranks
 
 

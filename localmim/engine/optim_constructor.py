@@ -81,6 +81,22 @@ def layer_decay_param_groups(model, base_lr, weight_decay, layer_decay_rate=1.0,
     return [groups[k] for k in sorted(groups, key=lambda k: (-k[0], not k[1]))]
 
 
+FUSED_OPTIMIZERS = ('Adam', 'AdamW')
+
+
+def with_fused_kernel(optimizer_cfg, model):
+    """``optimizer_cfg`` with ``fused=True`` when it is Adam/AdamW, says nothing of ``fused`` or
+    ``foreach``, and every parameter of ``model`` is on a CUDA device (one kernel for the whole
+    update instead of a dozen per parameter group). Anything else is returned unchanged."""
+    kind = optimizer_cfg.get('type')
+    kind = getattr(kind, '__name__', kind)
+    params = list(model.parameters())
+    if (kind in FUSED_OPTIMIZERS and not {'fused', 'foreach'} & set(optimizer_cfg) and params
+            and all(p.is_cuda for p in params)):
+        return dict(optimizer_cfg, fused=True)
+    return optimizer_cfg
+
+
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """Optimizer wrapper with layer-wise lr decay and MAE's weight-decay rules (see module doc).
@@ -90,7 +106,8 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     so that timm's Lars leaves 1-D parameters unadapted, as MAE's LARS does) and ``decay_tokens``
     (default False: cls/mask tokens are exempt; True: decayed, the pretraining releases' rule).
     Other keys are rejected: this constructor replaces mmengine's paramwise rules instead of
-    combining with them.
+    combining with them. Adam/AdamW use torch's fused kernel on CUDA (:func:`with_fused_kernel`;
+    ``optimizer.fused=False`` opts out).
     """
 
     def __init__(self, optim_wrapper_cfg, paramwise_cfg=None):
@@ -105,6 +122,10 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         super().__init__(optim_wrapper_cfg, None)
         # a non-empty paramwise_cfg makes mmengine's __call__ go through add_params
         self.paramwise_cfg = dict(layer_decay_rate=self.layer_decay_rate)
+
+    def __call__(self, model):
+        self.optimizer_cfg = with_fused_kernel(self.optimizer_cfg, model)
+        return super().__call__(model)
 
     def add_params(self, params, module, **kwargs):
         groups = layer_decay_param_groups(module, self.base_lr, self.base_wd or 0.0, self.layer_decay_rate,

@@ -10,7 +10,7 @@ a plain Linear on the tokens (Swin, whose stage grids already match the target g
 import torch
 import torch.nn as nn
 
-from .layers import Block, init_transformer_weights, rescale_layers, sincos_pos_embed
+from .layers import Block, apply_rescale_tokens, init_transformer_weights, rescale_layers, sincos_pos_embed
 
 
 class LocalDecoder(nn.Module):
@@ -57,7 +57,8 @@ class LocalDecoder(nn.Module):
 
     def forward(self, tokens, visible_index):
         """tokens: [B, (1+)N_vis, in_dim]; visible_index: [B, N_vis] raster positions of the
-        visible tokens in the grid. Returns [B, out_dim, h*scale, w*scale]."""
+        visible tokens in the grid. Returns [B, out_dim, h*scale, w*scale] (a channels-first view
+        of channels-last memory)."""
         x = self.embed(tokens)
         cls, x = (x[:, :1], x[:, 1:]) if self.with_cls else (None, x)
         B, _, D = x.shape
@@ -72,6 +73,7 @@ class LocalDecoder(nn.Module):
         x = self.norm(x)
         if cls is not None:
             x = x[:, 1:]
-        if isinstance(self.pred, nn.Linear):
-            return self.pred(x).transpose(1, 2).reshape(B, -1, h, w)
-        return self.pred(x.transpose(1, 2).reshape(B, D, h, w))
+        # channels-last all the way (the rescale head as per-cell Linears); a channels-first view out
+        grid = x.reshape(B, h, w, D)
+        out = self.pred(grid) if isinstance(self.pred, nn.Linear) else apply_rescale_tokens(grid, self.pred)
+        return out.permute(0, 3, 1, 2)

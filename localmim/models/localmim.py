@@ -15,9 +15,11 @@ import torch.nn.functional as F
 from mmengine.model import BaseModel
 from mmengine.structures import BaseDataElement
 
+from ..datasets.masking import num_visible_cells
 from ..engine.loss_guard import guarded_update
 from ..registry import MODELS, build_model
 from .decoders import LocalDecoder
+from .swin import to_device
 from .vit import VisionTransformer
 
 
@@ -27,12 +29,22 @@ def random_mask(batch, grid_hw, ratio, per_sample=True, device=None):
     per_sample=False draws one mask for the whole batch (Swin's efficient masking).
     """
     h, w = grid_hw
-    num_keep = int(h * w * (1 - ratio))
+    num_keep = num_visible_cells(h * w, ratio)
     noise = torch.rand(batch if per_sample else 1, h * w, device=device)
     order = noise.argsort(dim=1)
     mask = torch.ones_like(noise, dtype=torch.bool)
     mask.scatter_(1, order[:, :num_keep], False)
     return mask.view(-1, h, w).expand(batch, h, w)
+
+
+def visible_count(masks):
+    """Visible cells per sample of host masks (numpy bool [B, h, w]); every sample must have
+    the same number (the step's shapes are fixed ahead from it)."""
+    visible = (~masks.reshape(masks.shape[0], -1)).sum(1)
+    if (visible != visible[0]).any():
+        raise ValueError(f'every sample must mask the same number of cells, got visible counts '
+                         f'{sorted(set(visible.tolist()))}')
+    return int(visible[0])
 
 
 def resize_mask(mask, size):
@@ -91,10 +103,23 @@ class LocalMIM(BaseModel):
         isolate_gradients: each encoder segment is trained only by its own tap's loss.
         nonfinite: 'raise' (stop naming the iteration and the scale) or 'skip' the update (a
             warning; the skipped iteration logs its non-finite losses as 0).
+        compile: compile the masked forward + loss (:meth:`masked_loss`: targets, encoder,
+            decoders, losses) with ``torch.compile``: True, or a dict of its options (e.g.
+            ``dict(mode='max-autotune')``). The ViT step compiles into one graph; the non-finite
+            guard, backward and optimizer step stay eager. (mmengine's ``cfg.compile`` instead
+            compiles the whole ``train_step``, breaking the graph at the guard's one host read.)
+
+    Masks: ``data_sample.mask`` (bool [h, w] on the mask-unit grid, e.g. drawn in the data
+    pipeline by ``localmim.RandomMaskGenerator``) when every sample has one, else a random mask.
+    Host masks (metainfo, which the data preprocessor leaves on the host) are counted there (all
+    samples must leave the same number of cells visible) and reach the device through a
+    non-blocking copy, so the training step never waits for the device until the guard's one read
+    of the loss flags (masks given as device tensors must leave the mask ratio's count visible).
+    With ``mask_per_sample=False`` the first sample's mask serves the whole batch.
     """
 
     def __init__(self, encoder, taps, target, decoder=None, mask_ratio=0.75, mask_unit=None,
-                 mask_per_sample=True, isolate_gradients=False, nonfinite='raise',
+                 mask_per_sample=True, isolate_gradients=False, nonfinite='raise', compile=False,
                  data_preprocessor=None, init_cfg=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.encoder = build_model(encoder)
@@ -109,6 +134,9 @@ class LocalMIM(BaseModel):
             raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
         self.mask_ratio, self.mask_per_sample = mask_ratio, mask_per_sample
         self.mask_unit = mask_unit or self.encoder.patch_size
+        if not isinstance(self.encoder, VisionTransformer) and mask_per_sample:
+            raise ValueError(f'{type(self.encoder).__name__} drops masked tokens with one mask per batch: '
+                             'set mask_per_sample=False')
         if isinstance(self.encoder, VisionTransformer) and self.mask_unit != self.encoder.patch_size:
             raise ValueError(f'mask_unit={self.mask_unit} does not fit a ViT encoder: it masks whole '
                              f'patches, so mask_unit must equal its patch size {self.encoder.patch_size}')
@@ -125,6 +153,9 @@ class LocalMIM(BaseModel):
             for (c, stride), cell, dim, out_dim in zip(info, cells, dims, self.target.channels))
         self.loss_names = [f'loss_{cell}px' if cells.count(cell) == 1 else f'loss_{cell}px_{i}'
                            for i, cell in enumerate(cells)]
+        self.compile_options = (dict() if compile is True else dict(compile)) if compile else None
+        # compiled once, unbound (a deep copy of the model, e.g. for EMA, shares it safely)
+        self._compiled_masked_loss = None
 
     def no_weight_decay(self):
         return {f'encoder.{n}' for n in self.encoder.no_weight_decay()} | {
@@ -132,28 +163,53 @@ class LocalMIM(BaseModel):
 
     # ---- the algorithm -------------------------------------------------------------------------
     def get_mask(self, images, data_samples=None):
-        """Bool [B, H/unit, W/unit], True = masked: from ``data_sample.mask`` if given, else random."""
+        """Bool [B, H/unit, W/unit], True = masked, on the images' device: from ``data_sample.mask``
+        if every sample has one, else random."""
+        return self.prepare_mask(images, data_samples)[0]
+
+    def prepare_mask(self, images, data_samples=None):
+        """(mask on the images' device [B, h, w], visible cells per sample, Swin's plans or None),
+        all made on the host: the mask is copied to the device without waiting, and the count fixes
+        the step's shapes ahead. The random fallback is drawn on the host too."""
         B, _, H, W = images.shape
         if H % self.mask_unit or W % self.mask_unit:
             raise ValueError(f'input size {H}x{W} is not divisible by the mask unit of '
                              f'{self.mask_unit} px')
         grid = (H // self.mask_unit, W // self.mask_unit)
         if data_samples and all('mask' in s for s in data_samples):
-            mask = torch.stack([torch.as_tensor(s.mask, device=images.device) for s in data_samples]).bool()
-            if mask[0].numel() != grid[0] * grid[1]:
-                raise ValueError(f'data_sample.mask has {mask[0].numel()} cells, expected {grid[0]}x{grid[1]}')
-            return mask.view(B, *grid)
-        return random_mask(B, grid, self.mask_ratio, self.mask_per_sample, images.device)
+            masks = [torch.as_tensor(s.mask) for s in data_samples[:B if self.mask_per_sample else 1]]
+            if masks[0].numel() != grid[0] * grid[1]:
+                raise ValueError(f'data_sample.mask has {masks[0].numel()} cells, expected {grid[0]}x{grid[1]}')
+            mask = torch.stack(masks).view(-1, *grid).bool()
+            if mask.device.type == 'cpu':  # host data (the pipeline's): counted on the host
+                num_visible = visible_count(mask.numpy())
+            else:  # given on a device: fixed by the mask ratio
+                num_visible = num_visible_cells(grid[0] * grid[1], self.mask_ratio)
+        else:
+            mask = random_mask(B if self.mask_per_sample else 1, grid, self.mask_ratio)
+            num_visible = num_visible_cells(grid[0] * grid[1], self.mask_ratio)
+        plans = None
+        if not isinstance(self.encoder, VisionTransformer):
+            token_grid = self.encoder.patch_embed.grid_size(H, W)
+            plans = self.encoder.mask_plans(token_grid, mask[:1], self.taps, images.device)
+        return to_device(mask, images.device).expand(B, *grid), num_visible, plans
 
-    def forward_encoder(self, images, mask):
-        """Normalised features of the tapped layers, visible tokens only."""
+    def forward_encoder(self, images, mask, num_visible=None, plans=None):
+        """Normalised features of the tapped layers, visible tokens only. ``num_visible`` and
+        ``plans`` (Swin) come from :meth:`prepare_mask`; without them they are read from the mask."""
+        if isinstance(self.encoder, VisionTransformer):
+            extra = dict(num_visible=num_visible)
+        else:
+            extra = dict(plans=plans)
         feats = self.encoder.forward_intermediates(images, self.taps, mask=mask,
-                                                   detach_between=self.isolate_gradients)
+                                                   detach_between=self.isolate_gradients, **extra)
         return [norm(f) for norm, f in zip(self.tap_norms, feats)]
 
-    def forward_decoders(self, feats, mask):
-        """Per-scale predictions [B, C_s, h_s, w_s] from the visible features."""
-        num_visible = int((~mask[0]).sum())  # the one host sync of a step (equal for every sample)
+    def forward_decoders(self, feats, mask, num_visible=None):
+        """Per-scale predictions [B, C_s, h_s, w_s] from the visible features (``num_visible``
+        cells per sample; read from the mask if not given)."""
+        if num_visible is None:
+            num_visible = int((~mask[0]).sum())
         preds = []
         for feat, decoder in zip(feats, self.decoders):
             masked = resize_mask(mask, decoder.grid_size).flatten(1)
@@ -173,11 +229,21 @@ class LocalMIM(BaseModel):
         with torch.autocast(images.device.type, enabled=False):
             return self.target(images.float())
 
-    def loss(self, inputs, data_samples=None):
-        mask = self.get_mask(inputs, data_samples)
+    def masked_loss(self, inputs, mask, num_visible, plans=None):
+        """The step's device work for a prepared mask (:meth:`prepare_mask`): targets, encoder,
+        decoders, per-scale losses (compiled with ``compile``). No host reads, no data-dependent
+        shapes."""
         targets = self.compute_targets(inputs)
-        preds = self.forward_decoders(self.forward_encoder(inputs, mask), mask)
-        return self.forward_loss(preds, targets, mask)
+        feats = self.forward_encoder(inputs, mask, num_visible, plans)
+        return self.forward_loss(self.forward_decoders(feats, mask, num_visible), targets, mask)
+
+    def loss(self, inputs, data_samples=None):
+        prepared = self.prepare_mask(inputs, data_samples)
+        if self.compile_options is None:
+            return self.masked_loss(inputs, *prepared)
+        if self._compiled_masked_loss is None:
+            self._compiled_masked_loss = torch.compile(LocalMIM.masked_loss, **self.compile_options)
+        return self._compiled_masked_loss(self, inputs, *prepared)
 
     # ---- mmengine plumbing ---------------------------------------------------------------------
     def forward(self, inputs, data_samples=None, mode='loss'):
@@ -186,15 +252,15 @@ class LocalMIM(BaseModel):
         if mode == 'predict':
             return self.predict(inputs, data_samples)
         if mode == 'tensor':
-            return self.forward_encoder(inputs, self.get_mask(inputs, data_samples))
+            return self.forward_encoder(inputs, *self.prepare_mask(inputs, data_samples))
         raise ValueError(f'invalid mode {mode!r}')
 
     @torch.no_grad()
     def predict(self, inputs, data_samples=None):
         """Reconstructions for visualisation: per sample, ``mask``, ``preds``, ``targets``, ``weights``."""
-        mask = self.get_mask(inputs, data_samples)
+        mask, num_visible, plans = self.prepare_mask(inputs, data_samples)
         targets = self.compute_targets(inputs)
-        preds = self.forward_decoders(self.forward_encoder(inputs, mask), mask)
+        preds = self.forward_decoders(self.forward_encoder(inputs, mask, num_visible, plans), mask, num_visible)
         weights = [resize_mask(mask, t.shape[-2:]) for t in targets]
         return [BaseDataElement(mask=mask[b], preds=[p[b] for p in preds], targets=[t[b] for t in targets],
                                 weights=[w[b] for w in weights]) for b in range(inputs.shape[0])]

@@ -53,9 +53,25 @@ MERGE_ORDER = ((0, 0), (1, 0), (0, 1), (1, 1))  # (row, col) offsets of the 4 me
 
 # ---- plans: index tensors for one token subset ---------------------------------------------------
 # Built with numpy on the host (small integer work; torch's per-op overhead made it 10x slower),
-# then handed to the model's device once.
+# then handed to the model's device once, without waiting for it.
+def to_device(tensor, device):
+    """Host tensor -> ``device`` without a synchronisation (pinned, non-blocking copy on CUDA)."""
+    device = torch.device(device or 'cpu')
+    if device.type == 'cuda' and tensor.device.type == 'cpu':
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
 def _tensor(array, device):
-    return torch.from_numpy(np.ascontiguousarray(array)).to(device, non_blocking=True)
+    return to_device(torch.from_numpy(np.ascontiguousarray(array)), device)
+
+
+def host_array(mask):
+    """A mask as a numpy array; a tensor on an accelerator is read back (a host sync: training
+    passes host masks, see ``LocalMIM.get_mask``)."""
+    if isinstance(mask, torch.Tensor):
+        return (mask if mask.device.type == 'cpu' else mask.cpu()).numpy()
+    return np.asarray(mask)
 
 
 @dataclass
@@ -335,7 +351,7 @@ class SwinTransformer(BaseModule):
         """
         if mask is None:
             return np.divmod(np.arange(grid[0] * grid[1]), grid[1])
-        mask = torch.as_tensor(mask).bool().cpu().numpy()
+        mask = host_array(mask).astype(bool)
         mask = mask[None] if mask.ndim == 2 else mask
         if not (mask == mask[:1]).all():
             raise ValueError('SwinTransformer drops masked tokens with ONE mask per batch: every image '
@@ -419,24 +435,31 @@ class SwinTransformer(BaseModule):
         last = self.num_stages - 1
         return [(i + 1, 'in') if i < last else (last, 'out') for i in (j % self.num_stages for j in indices)]
 
-    def forward_tokens(self, tokens, grid, indices, mask=None, detach_between=False):
+    def mask_plans(self, grid, mask, indices, device=None):
+        """The :meth:`plans` that :meth:`forward_intermediates` with these ``indices`` needs.
+        Built on the host from a host ``mask``; pass them to it to keep the forward sync-free."""
+        return self.plans(grid, mask, max(s for s, _ in self.tap_points(indices)) + 1, device)
+
+    def forward_tokens(self, tokens, grid, indices, mask=None, detach_between=False, plans=None):
         """:meth:`forward_intermediates` from patch-embedded tokens [B, h*w, C] of a ``grid``."""
-        points = self.tap_points(indices)
-        plans = self.plans(grid, mask, max(s for s, _ in points) + 1, tokens.device)
+        if plans is None:
+            plans = self.mask_plans(grid, mask, indices, tokens.device)
         if mask is not None:
             tokens = tokens.index_select(1, plans[0].index)
-        return self.run_stages(tokens, plans, points, detach_between)
+        return self.run_stages(tokens, plans, self.tap_points(indices), detach_between)
 
-    def forward_intermediates(self, x, indices, mask=None, detach_between=False):
+    def forward_intermediates(self, x, indices, mask=None, detach_between=False, plans=None):
         """Raw features at the taps ``indices`` (see :meth:`tap_points`), present tokens only.
 
         x: images [B, C, H, W]. mask: optional bool [B, h, w] on a unit grid (e.g. 7x7 units of
         32 px at 224), True = masked, the same for every image; masked tokens are dropped.
         Returns one [B, N_vis_i, C_i] per tap, raster order of the tap's grid, no cls token.
         detach_between: cut the gradient after each tap (gradient-isolated segments).
+        plans: :meth:`mask_plans` of this mask, built ahead (otherwise built here, from the mask
+        read back to the host).
         """
         grid = self.patch_embed.grid_size(*x.shape[-2:])
-        return self.forward_tokens(self.patch_embed(x), grid, indices, mask, detach_between)
+        return self.forward_tokens(self.patch_embed(x), grid, indices, mask, detach_between, plans)
 
     def forward(self, x):
         """Images [B, C, H, W] -> tuple of normalised maps [B, C_i, H_i, W_i], one per ``out_indices``."""

@@ -36,14 +36,22 @@ VIT_ARCHS = {
 }
 
 
-def visible_tokens(tokens, mask):
+def visible_tokens(tokens, mask, num_visible=None):
     """Keep the visible tokens in raster order: [B, L, D], mask bool [B, L] (True = masked)
-    with the same number masked per row -> [B, L_visible, D]."""
-    num_visible = (~mask).sum(1)
-    if (num_visible != num_visible[0]).any():
-        raise ValueError(f'every sample must mask the same number of patches, got visible counts '
-                         f'{sorted(set(num_visible.tolist()))}')
-    index = torch.nonzero(~mask)[:, 1].view(mask.shape[0], -1)  # row-major: ascending per sample
+    with the same number masked per row -> [B, L_visible, D].
+
+    ``num_visible`` (the count, known ahead, e.g. from the mask ratio) keeps this free of host
+    reads and data-dependent shapes (a compiled, sync-free step); without it the count is read
+    from the mask and checked.
+    """
+    if num_visible is None:
+        counts = (~mask).sum(1)
+        if (counts != counts[0]).any():
+            raise ValueError(f'every sample must mask the same number of patches, got visible counts '
+                             f'{sorted(set(counts.tolist()))}')
+        num_visible = int(counts[0])
+    # a stable sort of the 0/1 mask lists each row's visible positions first, in ascending order
+    index = mask.to(torch.uint8).argsort(dim=1, stable=True)[:, :num_visible]
     return tokens.gather(1, index[..., None].expand(-1, -1, tokens.shape[-1]))
 
 
@@ -260,13 +268,13 @@ class VisionTransformer(BaseModule):
         return num_layers - 1, num_layers
 
     # ---- forward ------------------------------------------------------------------------------
-    def embed(self, x, mask=None):
+    def embed(self, x, mask=None, num_visible=None):
         """Images [B, C, H, W] -> tokens [B, (1 +) L(_visible), D] with positions, cls first."""
         grid = self.patch_embed.grid_size(*x.shape[-2:])
         pos_embed = resample_pos_embed(self.pos_embed, self.grid, grid)
         tokens = self.patch_embed(x) + pos_embed[:, 1:]
         if mask is not None:
-            tokens = visible_tokens(tokens, mask.flatten(1))
+            tokens = visible_tokens(tokens, mask.flatten(1), num_visible)
         if not self.num_prefix_tokens:
             return tokens
         cls = (self.cls_token + pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
@@ -289,17 +297,18 @@ class VisionTransformer(BaseModule):
             raise ValueError(f'relative position tables are built for a {self.grid[0]}x{self.grid[1]} '
                              f'grid (img_size={self.img_size}); got a {grid[0]}x{grid[1]} grid')
 
-    def forward_intermediates(self, x, indices, mask=None, detach_between=False):
+    def forward_intermediates(self, x, indices, mask=None, detach_between=False, num_visible=None):
         """Raw outputs of the blocks in ``indices`` (ascending), each [B, (1 +) L(_visible), D].
 
         mask: optional bool [B, h, w] or [B, L], True = masked patch (dropped before the blocks).
+        num_visible: visible patches per sample when known ahead (no host read; see :func:`visible_tokens`).
         detach_between: cut the gradient after each returned block (gradient-isolated segments).
         Blocks after the last index are not run.
         """
         indices = [i % self.depth for i in indices]
         grid = self.patch_embed.grid_size(*x.shape[-2:])
         self.check_grid(grid, mask)
-        x = self.embed(x, mask)
+        x = self.embed(x, mask, num_visible)
         outputs = []
         for i in range(max(indices) + 1):
             x = self.run_block(i, x, grid)

@@ -6,6 +6,16 @@ _base_ = [
     '../_base_/schedules/pretrain_adamw.py',
     '../_base_/default_runtime.py',
 ]
+
+# the mask is drawn in the data pipeline (a loader worker), one per image on the patch grid
+train_pipeline = [
+    dict(type='LoadImage', lazy=True),  # decoded by the crop, at 1/2-1/8 scale when it is >= 2x the output
+    dict(type='RandomResizedCrop', size=224, scale=(0.2, 1.0), interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='RandomMaskGenerator', input_size=224, mask_unit=16, mask_ratio=0.75),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 epochs, warmup_epochs, base_lr, min_lr = 1600, 40, 2e-4, 1e-6
 
 optim_wrapper = dict(optimizer=dict(lr=base_lr))

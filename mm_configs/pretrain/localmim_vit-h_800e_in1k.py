@@ -7,3 +7,13 @@ model = dict(
     taps=[1, 3, 29, 31],
     target=dict(cell_sizes=(7, 7, 14, 28)),
 )
+
+# the mask is drawn in the data pipeline (a loader worker), on the 14 px patch grid
+train_pipeline = [
+    dict(type='LoadImage', lazy=True),  # decoded by the crop, at 1/2-1/8 scale when it is >= 2x the output
+    dict(type='RandomResizedCrop', size=224, scale=(0.2, 1.0), interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='RandomMaskGenerator', input_size=224, mask_unit=14, mask_ratio=0.75),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))

@@ -7,6 +7,15 @@ _base_ = [
     '../_base_/schedules/pretrain_adamw.py',
     '../_base_/default_runtime.py',
 ]
+# the mask is drawn in the data pipeline on 32 px units; the model uses the batch's first one
+train_pipeline = [
+    dict(type='LoadImage', lazy=True),  # decoded by the crop, at 1/2-1/8 scale when it is >= 2x the output
+    dict(type='RandomResizedCrop', size=224, scale=(0.2, 1.0), interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='RandomMaskGenerator', input_size=224, mask_unit=32, mask_ratio=0.75),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 epochs, warmup_epochs, base_lr, min_lr = 400, 40, 1e-4, 0.
 
 optim_wrapper = dict(optimizer=dict(lr=base_lr))

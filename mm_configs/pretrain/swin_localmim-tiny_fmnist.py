@@ -12,6 +12,15 @@ model = dict(
     encoder=dict(arch=None, img_size=64, embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=4),
     decoder=dict(dims=(32, 64, 64, 64)),
 )
+# the mask is drawn in the data pipeline (a loader worker)
+train_pipeline = [
+    dict(type='Resize', size=64, interpolation='bicubic'),
+    dict(type='RandomResizedCrop', size=64, scale=(0.5, 1.0), interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='RandomMaskGenerator', input_size=64, mask_unit=32, mask_ratio=0.75),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 epochs, warmup_epochs, base_lr, min_lr = 4, 1, 1.5e-3, 0.
 optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=base_lr))
 train_cfg = dict(max_epochs=epochs)

@@ -14,6 +14,7 @@ train_pipeline = [
     dict(type='Resize', size=img_size, interpolation='bicubic'),
     dict(type='RandomResizedCrop', size=img_size, scale=(0.5, 1.0), interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='RandomMaskGenerator', input_size=img_size, mask_unit=8, mask_ratio=0.75),  # masks resume too
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(batch_size=4, dataset=dict(num_samples=16, pipeline=train_pipeline))

@@ -1,0 +1,211 @@
+"""The pretraining step: compiled without graph breaks, free of host reads, masks from the pipeline."""
+import traceback
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from mmengine.optim import OptimWrapper
+
+from localmim.datasets.masking import RandomMaskGenerator, num_visible_cells
+from localmim.datasets.transforms import PackInputs
+from localmim.models.localmim import LocalMIM
+from localmim.registry import build_model
+from localmim.seeding import seed_all
+
+PREPROCESSOR = dict(type='ImgDataPreprocessor', mean=[127.5] * 3, std=[64.] * 3)
+
+
+def tiny_vit(**kw):
+    torch.manual_seed(0)
+    return build_model(dict(
+        type='LocalMIM', data_preprocessor=PREPROCESSOR,
+        encoder=dict(type='VisionTransformer', arch=None, img_size=32, patch_size=4, embed_dim=32, depth=4,
+                     num_heads=2, final_norm=False),
+        taps=[0, 1, 2, 3], target=dict(type='HOGTarget', nbins=9, cell_sizes=(1, 2, 4, 8)),
+        decoder=dict(dims=16, num_heads=2), **kw))
+
+
+def tiny_swin():
+    torch.manual_seed(0)
+    return build_model(tiny_swin_cfg())
+
+
+def tiny_swin_cfg():
+    return dict(
+        type='LocalMIM', data_preprocessor=PREPROCESSOR,
+        encoder=dict(type='SwinTransformer', arch=None, img_size=64, embed_dim=16, depths=(2, 2, 2, 2),
+                     num_heads=(1, 2, 4, 8), window_size=4, final_norm=False),
+        taps=[0, 1, 2, 3], target=dict(type='HOGTarget', nbins=18, cell_sizes=(8, 16, 32, 32), bias='per_scale'),
+        decoder=dict(dims=(16, 32, 32, 32), num_heads=2, pred_layer='linear'),
+        mask_ratio=0.75, mask_unit=32, mask_per_sample=False)
+
+
+def test_swin_needs_one_mask_per_batch():
+    with pytest.raises(ValueError, match='one mask per batch: set mask_per_sample=False'):
+        build_model(dict(tiny_swin_cfg(), mask_per_sample=True))
+
+
+def loader_batch(model, batch=2, seed=0):
+    """A batch as the pretraining pipeline delivers it: uint8 images, masks drawn per sample by
+    ``RandomMaskGenerator`` and packed by ``PackInputs``."""
+    size = model.encoder.img_size
+    generate = RandomMaskGenerator(size, model.mask_unit, model.mask_ratio)
+    rng = np.random.default_rng(seed)
+    samples = []
+    for i in range(batch):
+        seed_all(seed + i)
+        img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        samples.append(PackInputs()(generate(dict(img=img))))
+    return dict(inputs=[s['inputs'] for s in samples], data_samples=[s['data_samples'] for s in samples])
+
+
+def test_mask_generator_counts_and_repeats_under_a_seed():
+    generate = RandomMaskGenerator(224, 16, 0.75)
+    seed_all(3)
+    a = generate(dict())['mask']
+    seed_all(3)
+    b = generate(dict())['mask']
+    c = generate(dict())['mask']
+    assert a.shape == (14, 14) and a.dtype == bool and (~a).sum() == num_visible_cells(196, 0.75) == 49
+    assert np.array_equal(a, b) and not np.array_equal(b, c)
+    # packed as metainfo: a data preprocessor moving the sample to a device leaves it on the host
+    packed = PackInputs()(dict(img=np.zeros((224, 224, 3), np.uint8), mask=a))['data_samples']
+    assert 'mask' in packed.metainfo_keys() and 'mask' not in packed.keys()
+
+
+@pytest.mark.parametrize('make', [tiny_vit, tiny_swin], ids=['vit', 'swin'])
+def test_pipeline_masks_are_the_ones_trained(make):
+    model = make()
+    data = model.data_preprocessor(loader_batch(model, batch=3), True)
+    mask = model.get_mask(data['inputs'], data['data_samples'])
+    first = torch.as_tensor(data['data_samples'][0].mask)
+    expected = torch.stack([torch.as_tensor(s.mask) for s in data['data_samples']]) if model.mask_per_sample \
+        else first.expand(3, -1, -1)  # one mask per batch: the first sample's
+    assert torch.equal(mask, expected)
+    if not model.mask_per_sample:
+        return
+    # samples leaving different numbers of cells visible (16 of 64, and all) are refused on the host
+    data['data_samples'][0].set_metainfo(dict(mask=torch.zeros_like(first)))
+    with pytest.raises(ValueError, match=r'same number of cells, got visible counts \[16, 64\]'):
+        model.loss(data['inputs'], data['data_samples'])
+
+
+FORBIDDEN = ('item', 'cpu', 'tolist', 'nonzero', '__bool__', '__int__', '__float__')
+
+
+class HostReads:
+    """Records every call of a host-reading Tensor method (and where it was made) while active."""
+
+    def __init__(self):
+        self.calls, self.saved = [], {}
+
+    def __enter__(self):
+        for name in FORBIDDEN:
+            original = self.saved[name] = getattr(torch.Tensor, name)
+
+            def record(tensor, *args, _name=name, _original=original, **kwargs):
+                self.calls.append((_name, traceback.extract_stack(limit=2)[0].name))
+                return _original(tensor, *args, **kwargs)
+            setattr(torch.Tensor, name, record)
+        return self
+
+    def __exit__(self, *exc):
+        for name, original in self.saved.items():
+            setattr(torch.Tensor, name, original)
+
+
+@pytest.mark.parametrize('make', [tiny_vit, tiny_swin], ids=['vit', 'swin'])
+@pytest.mark.parametrize('with_masks', [True, False], ids=['pipeline-mask', 'random-mask'])
+def test_training_step_reads_the_device_once_in_the_guard(make, with_masks):
+    model = make().train()
+    optim = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-3))
+    data = loader_batch(model)
+    if not with_masks:
+        for s in data['data_samples']:
+            del s.mask
+    before = [p.detach().clone() for p in model.parameters()]
+    with HostReads() as reads:
+        log = model.train_step(data, optim)
+    # Host-side reads that are no device sync: mmengine's stack_batch compares the images' sizes
+    # (a host tensor) and AdamW's step counter is a host tensor (except fused/capturable on CUDA).
+    host_side = {('__bool__', 'stack_batch'), ('item', '_get_value')}
+    # forward, loss, backward and step read nothing back; the non-finite guard reads once
+    assert [call for call in reads.calls if call not in host_side] == [('tolist', 'reduce_losses')]
+    assert all(torch.isfinite(v) for v in log.values())
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
+def test_vit_step_compiles_without_graph_breaks_and_matches_eager():
+    model = tiny_vit().train()
+    images = torch.randn(2, 3, 32, 32)
+    mask, num_visible, plans = model.prepare_mask(images)
+    explained = torch._dynamo.explain(LocalMIM.masked_loss)(model, images, mask, num_visible, plans)
+    assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
+    torch._dynamo.reset()
+    # compile=...: the model's option; aot_eager traces forward and backward through AOTAutograd
+    # (inductor's C++ build of even this tiny model takes minutes on 2 cores)
+    compiled = tiny_vit(compile=dict(backend='aot_eager')).train()
+    samples = [type(s)(metainfo=dict(mask=m)) for s, m in zip(loader_batch(model)['data_samples'], mask)]
+    eager_losses, compiled_losses = model.loss(images, samples), compiled.loss(images, samples)
+    sum(eager_losses.values()).backward()
+    sum(compiled_losses.values()).backward()
+    for name in eager_losses:
+        torch.testing.assert_close(compiled_losses[name], eager_losses[name], rtol=1e-5, atol=1e-5)
+    for (name, p), q in zip(model.named_parameters(), compiled.parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+    torch._dynamo.reset()
+
+
+class ParamsOn:
+    """A stand-in model whose parameters report being on CUDA or not (no GPU here)."""
+
+    def __init__(self, cuda):
+        self.cuda = cuda
+
+    def parameters(self):
+        return iter([SimpleNamespace(is_cuda=self.cuda)] * 2)
+
+
+def test_adamw_is_fused_on_cuda_only():
+    from localmim.engine.optim_constructor import with_fused_kernel
+    adamw = dict(type='AdamW', lr=1e-3)
+    assert with_fused_kernel(adamw, ParamsOn(cuda=True)) == dict(adamw, fused=True)
+    assert with_fused_kernel(adamw, ParamsOn(cuda=False)) == adamw
+    assert with_fused_kernel(dict(adamw, fused=False), ParamsOn(cuda=True)) == dict(adamw, fused=False)
+    assert with_fused_kernel(dict(type='SGD', lr=1), ParamsOn(cuda=True)) == dict(type='SGD', lr=1)
+    # on CPU the shipped recipe's optimizer is built as before (torch's default, foreach)
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import DefaultScope
+    cfg = Config.fromfile('mm_configs/_base_/schedules/pretrain_adamw.py').optim_wrapper
+    cfg.type = 'OptimWrapper'
+    with DefaultScope.overwrite_default_scope('localmim'):
+        optimizer = build_optim_wrapper(tiny_vit(), cfg).optimizer
+    assert isinstance(optimizer, torch.optim.AdamW) and not optimizer.defaults['fused']
+
+
+@pytest.mark.parametrize('scale,pool', [(4, 'avg'), (2, 'avg'), (1, 'avg'), (0.5, 'avg'), (0.5, 'max')])
+def test_channels_last_rescale_head_is_the_convolutions(scale, pool):
+    from localmim.models.layers import apply_rescale_tokens, rescale_layers
+    torch.manual_seed(0)
+    layers, channels = rescale_layers(32, scale, pool=pool)
+    head = torch.nn.Sequential(*layers, torch.nn.Conv2d(channels, 5, 1))
+    for p in head.parameters():  # non-trivial norm weights and biases
+        torch.nn.init.normal_(p, std=0.5)
+    grid = torch.randn(2, 6, 4, 32, requires_grad=True)
+    expected = head(grid.permute(0, 3, 1, 2))
+    got = apply_rescale_tokens(grid, head).permute(0, 3, 1, 2)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    g_expected, = torch.autograd.grad(expected.square().sum(), grid)
+    g_got, = torch.autograd.grad(got.square().sum(), grid)
+    torch.testing.assert_close(g_got, g_expected, rtol=1e-4, atol=1e-5)
+
+
+def test_swin_step_traces_as_one_graph_with_plans_made_ahead():
+    model = tiny_swin().train()
+    images = torch.randn(2, 3, 64, 64)
+    explained = torch._dynamo.explain(LocalMIM.masked_loss)(model, images, *model.prepare_mask(images))
+    assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
+    torch._dynamo.reset()
