@@ -271,3 +271,14 @@ def test_max_iters_shortens_the_schedule_of_the_run(tensorboard_run):
     cfg = Config.fromfile(config)
     assert cfg.train_cfg.max_iters == 2  # 8 in the config
     assert [(s['begin'], s['end']) for s in cfg.param_scheduler] == [(0, 1), (1, 2)]
+
+
+def test_mim_finds_this_checkouts_configs_in_the_editable_setup():
+    # tools/setup_env.sh installs localmim editable and links the package into site-packages,
+    # where mim looks for localmim/.mim: `mim train localmim NAME.py` then uses this checkout.
+    from mim.utils import get_installed_path
+
+    package = get_installed_path('localmim')
+    config = osp.join(package, '.mim', 'configs', 'pretrain', 'localmim_vit-tiny_fmnist.py')
+    assert osp.realpath(config) == osp.join(REPO_DIR, 'mm_configs', 'pretrain', 'localmim_vit-tiny_fmnist.py')
+    assert osp.isfile(osp.join(package, '.mim', 'tools', 'train.py'))

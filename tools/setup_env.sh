@@ -92,6 +92,10 @@ done_step
 step "mmdet, mmsegmentation and localmim (editable)"
 "${PIP[@]}" install "mmdet==3.3.0" "mmsegmentation==1.2.2"
 "${PIP[@]}" install --no-build-isolation --no-deps -e "$ROOT"
+# mim looks for localmim/.mim (tools, configs) under site-packages, where an editable install puts
+# no package folder: a link to the checkout's package lets `mim train localmim ...` work here too.
+SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+ln -sfn "$ROOT/localmim" "$SITE/localmim"
 done_step
 
 step "Fashion-MNIST (Debian package dataset-fashion-mnist)"
