@@ -118,7 +118,7 @@ class PeakMemory:
     so that it follows the live tensors)."""
 
     def __init__(self, device):
-        self.device, self.peak = device, None
+        self.device, self.peak, self.reserved = device, None, None
         if device.type == 'cpu':
             libc = ctypes.CDLL('libc.so.6')
             libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: a fixed 128 KiB, no dynamic raise
@@ -131,6 +131,8 @@ class PeakMemory:
 
     def __enter__(self):
         if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()  # so that the reserved peak is this phase's own
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
             with open('/proc/self/clear_refs', 'w') as f:
@@ -140,6 +142,7 @@ class PeakMemory:
     def __exit__(self, *exc):
         if self.device.type == 'cuda':
             self.peak = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
+            self.reserved = torch.cuda.max_memory_reserved(self.device) / 2 ** 30  # what the card must hold
         else:
             self.peak = self._rss_kib('VmHWM:') / 2 ** 20
 
@@ -156,6 +159,9 @@ def measure(fn, device, warmup, iters):
             if device.type == 'cuda':
                 torch.cuda.synchronize(device)
             times.append(time.perf_counter() - start)
+    if memory.reserved is not None:
+        print(f'[CUDA allocator: peak {memory.peak:.2f} GiB allocated, {memory.reserved:.2f} GiB reserved]',
+              file=sys.stderr, flush=True)
     return statistics.median(times), memory.peak
 
 

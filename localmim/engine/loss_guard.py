@@ -36,9 +36,22 @@ def reduce_losses(losses):
     if world_size > 1:
         dist.all_reduce(packed)  # sum: [loss sums..., one flag per rank]
     means = packed[:len(names)] / world_size
-    flags = packed[len(names):].tolist()  # the one host read of a step
+    flags = read_on_host(packed[len(names):])  # the one host read of a step
     bad_ranks = [rank for rank, flag in enumerate(flags) if flag]
     return dict(zip(names, means)), bad_ranks
+
+
+def read_on_host(tensor):
+    """``tensor.tolist()``: the step's one intended device read. It is allowed under
+    ``torch.cuda.set_sync_debug_mode('error')``, so that mode finds every other sync in a step."""
+    if not tensor.is_cuda:
+        return tensor.tolist()
+    mode = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode(0)
+    try:
+        return tensor.tolist()
+    finally:
+        torch.cuda.set_sync_debug_mode(mode)
 
 
 def guarded_update(model, losses, optim_wrapper, nonfinite='raise', what='loss'):

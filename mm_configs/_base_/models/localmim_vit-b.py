@@ -2,7 +2,8 @@
 model = dict(
     type='LocalMIM',
     data_preprocessor=dict(type='ImgDataPreprocessor', mean=[123.675, 116.28, 103.53],
-                           std=[58.395, 57.12, 57.375], bgr_to_rgb=False),  # images load as RGB
+                           std=[58.395, 57.12, 57.375], bgr_to_rgb=False,  # images load as RGB
+                           non_blocking=True),
     encoder=dict(type='VisionTransformer', arch='base', img_size=224, final_norm=False),  # tap norms instead
     taps=[1, 3, 9, 11],
     target=dict(type='HOGTarget', nbins=9, cell_sizes=(4, 8, 16, 32)),

@@ -6,7 +6,8 @@
 model = dict(
     type='LocalMIM',
     data_preprocessor=dict(type='ImgDataPreprocessor', mean=[123.675, 116.28, 103.53],
-                           std=[58.395, 57.12, 57.375], bgr_to_rgb=False),  # images load as RGB
+                           std=[58.395, 57.12, 57.375], bgr_to_rgb=False,  # images load as RGB
+                           non_blocking=True),
     encoder=dict(type='SwinTransformer', arch='base', img_size=224, window_size=7, drop_path_rate=0.,
                  final_norm=False),  # tap norms instead
     taps=[0, 1, 2, 3],
