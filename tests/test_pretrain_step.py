@@ -157,6 +157,28 @@ def test_cuda_training_step_syncs_only_in_the_guard(make):
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
 
 
+@pytest.mark.parametrize('make', [tiny_vit, tiny_swin], ids=['vit', 'swin'])
+def test_attention_inputs_suit_the_fused_kernels(make, monkeypatch):
+    """What the fused SDPA kernels require of their inputs, checked on CPU for every attention of a
+    bf16 step: q, k, v and the bias share the dtype and have a last stride of 1 (a strided bias, as
+    Swin's table lookup once gave, silently sends CUDA to the slow math kernel)."""
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kw):
+        calls.append((q, k, v, attn_mask))
+        return sdpa(q, k, v, attn_mask=attn_mask, **kw)
+    monkeypatch.setattr(torch.nn.functional, 'scaled_dot_product_attention', spy)
+    model = make().train()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        model.loss(torch.randn(2, 3, model.encoder.img_size, model.encoder.img_size))
+    assert calls and any(mask is not None for *_, mask in calls) == (make is tiny_swin)
+    for q, k, v, mask in calls:
+        tensors = [q, k, v] + ([mask] if mask is not None else [])
+        assert all(t.dtype == torch.bfloat16 and t.stride(-1) == 1 for t in tensors), \
+            [(tuple(t.shape), t.dtype, t.stride()) for t in tensors]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 @pytest.mark.parametrize('make,kernel', [(tiny_vit, 'FLASH_ATTENTION'), (tiny_swin, 'EFFICIENT_ATTENTION')],
                          ids=['vit-flash', 'swin-efficient'])
