@@ -147,19 +147,25 @@ def test_nmi_zero_for_identical_rows_one_for_permutation():
     assert nmi[1, 2].item() == pytest.approx(naive_nmi(maps[1, 2]), rel=1e-9)
 
 
-@pytest.mark.parametrize('rel_pos', [False, True])
+@pytest.mark.parametrize('rel_pos', [None, 'table', 'decomposed'])
 def test_recomputed_attention_reproduces_the_fused_attention(rel_pos):
     torch.manual_seed(0)
-    attn = Attention(16, 4, rel_pos_grid=(2, 3) if rel_pos else None, rel_pos_cls=rel_pos).eval()
-    x = torch.randn(2, 7, 16)
-    bias = torch.rand(2, 1, 7, 7) > 0.3
-    bias[..., torch.arange(7), torch.arange(7)] = True
+    cls = rel_pos == 'table'  # BEiT's table with a cls token; ViTDet's decomposed positions without
+    n = 7 if cls else 6
+    attn = Attention(16, 4, rel_pos_grid=(2, 3) if rel_pos else None, rel_pos_cls=cls,
+                     rel_pos_type=rel_pos or 'table').eval()
+    if rel_pos == 'decomposed':  # non-zero tables, so that they matter
+        torch.nn.init.normal_(attn.rel_pos_h)
+        torch.nn.init.normal_(attn.rel_pos_w)
+    x = torch.randn(2, n, 16)
+    bias = torch.rand(2, 1, n, n) > 0.3
+    bias[..., torch.arange(n), torch.arange(n)] = True
     for attn_bias in (None, bias):
         probs = attention_probs(attn, x, attn_bias)
-        v = attn.qkv(x).view(2, 7, 3, 4, 4)[:, :, 2].transpose(1, 2)
-        manual = attn.proj((probs @ v).transpose(1, 2).reshape(2, 7, 16))
+        v = attn.qkv(x).view(2, n, 3, 4, 4)[:, :, 2].transpose(1, 2)
+        manual = attn.proj((probs @ v).transpose(1, 2).reshape(2, n, 16))
         assert torch.allclose(manual, attn(x, attn_bias), atol=1e-5)
-        assert torch.allclose(probs.sum(-1), torch.ones(2, 4, 7))
+        assert torch.allclose(probs.sum(-1), torch.ones(2, 4, n))
 
 
 # ---- tools end to end ---------------------------------------------------------------------------

@@ -20,6 +20,8 @@ import csv
 
 import torch
 
+from localmim.models.rel_pos import decomposed_rel_pos_qk
+
 __all__ = ['attention_probs', 'AttentionRecorder', 'patch_attention', 'grid_positions',
            'mean_attention_distance', 'attention_nmi', 'find_vit', 'attention_statistics',
            'write_statistics_csv', 'plot_statistics']
@@ -30,8 +32,12 @@ def attention_probs(attn, x, attn_bias=None):
     B, N, C = x.shape
     heads = attn.num_heads
     q, k, _ = attn.qkv(x).view(B, N, 3, heads, C // heads).permute(2, 0, 3, 1, 4)
-    logits = (q @ k.transpose(-2, -1)) * (C // heads) ** -0.5
-    if attn.rel_pos_grid is not None:
+    scale = (C // heads) ** -0.5
+    if attn.rel_pos_grid is not None and attn.rel_pos_type == 'decomposed':  # ViTDet: folded into q, k
+        q, k = decomposed_rel_pos_qk(q, k, attn.rel_pos_h, attn.rel_pos_w, attn.rel_pos_grid, scale)
+        scale = 1.0
+    logits = (q @ k.transpose(-2, -1)) * scale
+    if attn.rel_pos_grid is not None and attn.rel_pos_type == 'table':
         logits = logits + attn.relative_position_bias().to(logits.dtype)
     if attn_bias is not None:
         if attn_bias.dtype == torch.bool:
