@@ -97,7 +97,6 @@ class DaliPlanner:
                                  f'(it runs {expected}): remove it or use the CPU loader')
         self.dataset = dataset
         self.loader, self.crop, self.after_crop = transforms[0], transforms[1], transforms[2:]
-        self.flips = any(_is_horizontal_flip(t) for t in self.after_crop)
 
     def read(self, index):
         info = self.dataset.get_data_info(index)
