@@ -3,7 +3,8 @@
 
 Writes ImageNet-like JPEGs (about 500x375, quality 90: smooth colour fields plus grain, in class
 folders) and times, in one process with one torch thread (a loader worker), each round passing
-chunks of the images through each pipeline in turn, so that load changes affect every pipeline alike:
+chunks of the images through each pipeline in turn, so that load changes affect every pipeline alike
+(images/s of wall-clock time, and of the thread's CPU time, which other processes disturb less):
   * torchvision: ``ImageFolder`` + ``RandomResizedCrop(224, scale=(0.2, 1), bicubic, antialias)`` +
     flip + ``PILToTensor`` (the plain reference; uint8 out like ours);
   * pretrain: the release's pipeline in localmim (Pillow full decode, PIL bicubic, mmcv's RandomFlip);
@@ -131,7 +132,8 @@ def main():
             datasets['dali'].run()  # warm-up: builds the DALI pipeline
         if args.only:
             datasets = {k: v for k, v in datasets.items() if k in args.only or k == 'torchvision'}
-        rates = {name: [] for name in datasets}
+        rates = {name: [] for name in datasets}  # images per second of wall-clock time
+        cpu_rates = {name: [] for name in datasets if name != 'dali'}  # per second of this thread's CPU time
         num_images = len(datasets['torchvision'])
         dali = datasets.pop('dali', None)
         np.random.seed(0)
@@ -139,26 +141,33 @@ def main():
             build_samples(dataset, range(min(10, num_images)))
         for _ in range(args.rounds):
             # chunks of the images through each pipeline in turn: load changes hit every pipeline alike
-            seconds = dict.fromkeys(datasets, 0.0)
+            seconds = {name: [0.0, 0.0] for name in datasets}  # wall, CPU
             for start in range(0, num_images, args.chunk):
                 for name, dataset in datasets.items():
-                    begin = time.perf_counter()
+                    wall, cpu = time.perf_counter(), time.thread_time()
                     build_samples(dataset, range(start, min(start + args.chunk, num_images)))
-                    seconds[name] += time.perf_counter() - begin
-            for name in datasets:
-                rates[name].append(num_images / seconds[name])
+                    seconds[name][0] += time.perf_counter() - wall
+                    seconds[name][1] += time.thread_time() - cpu
+            for name, (wall, cpu) in seconds.items():
+                rates[name].append(num_images / wall)
+                cpu_rates[name].append(num_images / cpu)
             if dali is not None:
                 begin = time.perf_counter()
                 count = dali.run()
                 rates['dali'].append(count / (time.perf_counter() - begin))
-    base = statistics.median(rates['torchvision'])
-    print(f'{num_images} JPEGs (500x375 / 375x500, q90), 1 process, 1 torch thread, '
-          f'{args.rounds} rounds (median, min-max)')
+    base, cpu_base = statistics.median(rates['torchvision']), statistics.median(cpu_rates['torchvision'])
+    print(f'{num_images} JPEGs (500x375 / 375x500, q90), 1 process, 1 torch thread, {args.rounds} rounds '
+          f'(median, min-max); images/s of wall-clock time, and of its CPU time (less sensitive to other processes)')
     for name, values in rates.items():
         median = statistics.median(values)
-        note = '  (GPU loader, not one CPU process)' if name == 'dali' else ''
-        print(f'{name:20s}: {median:7.1f} images/s  ({min(values):.1f}-{max(values):.1f})  '
-              f'{median / base:5.2f}x torchvision{note}')
+        line = (f'{name:20s}: {median:7.1f} images/s ({min(values):.1f}-{max(values):.1f}) '
+                f'{median / base:5.2f}x torchvision')
+        if name in cpu_rates:
+            cpu = statistics.median(cpu_rates[name])
+            line += f' | CPU time: {cpu:7.1f} images/s {cpu / cpu_base:5.2f}x'
+        else:
+            line += '  (GPU loader, not one CPU process)'
+        print(line)
     if reason is not None:
         print(f'dali                : not run ({reason})')
 
