@@ -42,7 +42,7 @@ fi
 done_step
 
 step "timm, mmengine and the pure-Python dependencies"
-"${PIP[@]}" install "timm==1.0.31" "mmengine==0.10.7" "numpy>=1.26" opencv-python scipy shapely \
+"${PIP[@]}" install "timm==1.0.31" "mmengine==0.10.7" "numpy>=1.26" "simplejpeg>=1.9" opencv-python scipy shapely \
   ftfy regex "pycocotools>=2.0.7" safetensors matplotlib pytest "tensorboard==2.21.0" "ruff==0.17.5"
 done_step
 
@@ -112,7 +112,7 @@ done_step
 
 step "check the stack imports together"
 "$PY" - <<'PY'
-import torch, torchvision, timm, mmengine, mmcv, mmdet, mmseg, pycocotools
+import torch, torchvision, timm, mmengine, mmcv, mmdet, mmseg, pycocotools, simplejpeg
 from mmcv.ops import nms, RoIAlign  # compiled ops
 import localmim
 print(f"[setup]   torch {torch.__version__}, torchvision {torchvision.__version__}, timm {timm.__version__}, "

@@ -1,4 +1,5 @@
 """Datasets and transforms (registered in the ``localmim`` scope)."""
+from .dali import *  # noqa: F401,F403
 from .fashion_det_seg import *  # noqa: F401,F403
 from .fashion_mnist import *  # noqa: F401,F403
 from .fmnist_canvas import *  # noqa: F401,F403

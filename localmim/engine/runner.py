@@ -21,6 +21,8 @@ Differences from ``mmengine.runner.Runner`` (everything else is inherited):
 - a distributed run of a model with BatchNorm layers gets mmengine's ``SyncBuffersHook``: the
   running statistics, which each rank updates from its own batches, are averaged over ranks after
   each training epoch and before each validation, so every rank validates the same model.
+- a dataloader dict with a ``type`` builds that localmim data loader (``localmim.DaliImageNetLoader``:
+  GPU decoding with NVIDIA DALI, see :mod:`localmim.datasets.dali`);
 - the terminal shows a one-line summary instead of the environment, config and hook order,
   which stay in the log file (:mod:`localmim.engine.console`).
 
@@ -88,6 +90,14 @@ class Runner(MMEngineRunner):
         has_bn = any(isinstance(m, _BatchNorm) for m in self.model.modules())
         if self.distributed and has_bn and not any(isinstance(h, SyncBuffersHook) for h in self.hooks):
             self.register_hook(SyncBuffersHook())
+
+    @staticmethod
+    def build_dataloader(dataloader, seed=None, diff_rank_seed=False):
+        # a dict with a ``type`` is a localmim data loader (e.g. localmim.DaliImageNetLoader)
+        if isinstance(dataloader, dict) and dataloader.get('type') is not None:
+            from ..datasets.dali import build_data_loader
+            return build_data_loader(dataloader, seed=seed, diff_rank_seed=diff_rank_seed)
+        return MMEngineRunner.build_dataloader(dataloader, seed=seed, diff_rank_seed=diff_rank_seed)
 
     def build_optim_wrapper(self, optim_wrapper):
         # mmengine's optimizer constructor fails on an unknown optimizer type with

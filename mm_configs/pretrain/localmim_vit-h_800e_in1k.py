@@ -10,9 +10,9 @@ model = dict(
 
 # the mask is drawn in the data pipeline (a loader worker), on the 14 px patch grid
 train_pipeline = [
-    dict(type='LoadImage', lazy=True),  # decoded by the crop, at 1/2-1/8 scale when it is >= 2x the output
-    dict(type='RandomResizedCrop', size=224, scale=(0.2, 1.0), interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='LoadImage', lazy=True),  # JPEG bytes: the crop decodes them (simplejpeg; 1/2-1/8 scale if >= 2x)
+    dict(type='RandomResizedCrop', size=224, scale=(0.2, 1.0), interpolation='bicubic', backend='torch'),
+    dict(type='RandomHorizontalFlip', prob=0.5),
     dict(type='RandomMaskGenerator', input_size=224, mask_unit=14, mask_ratio=0.75),
     dict(type='PackInputs'),
 ]

@@ -9,9 +9,9 @@ _base_ = [
 ]
 # the mask is drawn in the data pipeline on 32 px units; the model uses the batch's first one
 train_pipeline = [
-    dict(type='LoadImage', lazy=True),  # decoded by the crop, at 1/2-1/8 scale when it is >= 2x the output
-    dict(type='RandomResizedCrop', size=224, scale=(0.2, 1.0), interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='LoadImage', lazy=True),  # JPEG bytes: the crop decodes them (simplejpeg; 1/2-1/8 scale if >= 2x)
+    dict(type='RandomResizedCrop', size=224, scale=(0.2, 1.0), interpolation='bicubic', backend='torch'),
+    dict(type='RandomHorizontalFlip', prob=0.5),
     dict(type='RandomMaskGenerator', input_size=224, mask_unit=32, mask_ratio=0.75),
     dict(type='PackInputs'),
 ]
