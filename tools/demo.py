@@ -152,7 +152,7 @@ def run(cmd, log_path, plan=None, stage=None, total=None):
     if plan is not None:
         bar = tqdm(total=total or 1, desc=f'{plan.number(stage)} {stage.name}'[:48], unit='it', file=sys.stdout,
                    mininterval=1.0, dynamic_ncols=False, ncols=110, leave=True,
-                   bar_format='{desc} {bar} {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}')
+                   bar_format='{desc} {bar:24} {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}')
     state = dict(done=0)
     first = None  # (time, units done) of the first logged progress: excludes the start-up
     with open(log_path, 'w') as log:
@@ -187,6 +187,28 @@ def run(cmd, log_path, plan=None, stage=None, total=None):
     if stage is not None:
         stage.seconds = time.time() - start
     return time.time() - start
+
+
+def call_tool(script, argv, log_path, plan=None, stage=None):
+    """Run ``tools/<script>``'s ``main(argv)`` inside this process (the light tools: no runner, no
+    second import of torch), its output going to ``log_path``."""
+    import contextlib
+    import importlib.util
+    start = time.time()
+    spec = importlib.util.spec_from_file_location(f'demo_tool_{Path(script).stem}', ROOT / script)
+    module = importlib.util.module_from_spec(spec)
+    with open(log_path, 'w') as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            spec.loader.exec_module(module)
+            module.main(argv)
+        except (Exception, SystemExit) as error:
+            if isinstance(error, SystemExit) and not error.code:
+                pass
+            else:
+                raise SystemExit(f'error: {script} failed (log: {log_path}): {error}')
+    if stage is not None:
+        stage.seconds = time.time() - start
+        print(f'{plan.number(stage)} {stage.name}: done in {fmt(stage.seconds)}', flush=True)
 
 
 def scalars(work_dir):
@@ -266,9 +288,9 @@ def main():
 
     canvas_root = work / 'data' / 'fmnist_canvas'
     os.environ['FMNIST_CANVAS_ROOT'] = str(canvas_root)  # the canvas configs read it
-    run(['tools/make_fmnist_detection.py', '--out', str(canvas_root), '--num-train', str(sizes['canvas_train']),
-         '--num-val', str(sizes['canvas_val']), '--data-root', data_root, '--seed', '0'], work / 'data.log',
-        plan, st['data'])
+    call_tool('tools/make_fmnist_detection.py', [
+        '--out', str(canvas_root), '--num-train', str(sizes['canvas_train']), '--num-val', str(sizes['canvas_val']),
+        '--data-root', data_root, '--seed', '0'], work / 'data.log', plan, st['data'])
 
     log_every = f'default_hooks.logger.interval={max(1, min(20, sizes["pretrain_iters"] // 40))}'
     speeds, curves = {}, {}
@@ -286,8 +308,8 @@ def main():
     for name in PRETRAIN:
         ckpt = (work / f'pretrain_{name}' / 'last_checkpoint').read_text().strip()
         backbones[name] = str(work / f'{name}_backbone.pth')
-        run(['tools/convert_checkpoint.py', ckpt, backbones[name]], work / f'convert_{name}.log', plan,
-            st[('convert', name)])
+        call_tool('tools/convert_checkpoint.py', [ckpt, backbones[name]], work / f'convert_{name}.log', plan,
+                  st[('convert', name)])
 
     wd = work / 'linear_probe'
     batches = sum(-(-sizes[k] // 256) for k in ('probe_train', 'probe_test')) * len(probe_names)
@@ -337,8 +359,8 @@ def main():
     for name, config in PRETRAIN.items():
         ckpt = (work / f'pretrain_{name}' / 'last_checkpoint').read_text().strip()
         out = work / f'reconstruction_{name}.png'
-        run(['tools/visualize_reconstruction.py', config, ckpt, '--out', str(out), '--data-root', data_root,
-             '--indices', '0', '1', '2', '3'], work / f'pictures_{name}.log')
+        call_tool('tools/visualize_reconstruction.py', [config, ckpt, '--out', str(out), '--data-root', data_root,
+                                                         '--indices', '0', '1', '2', '3'], work / f'pictures_{name}.log')
         pictures[f'reconstruction {name}'] = out.name
     for task in ('Mask-R-CNN', 'UperNet'):
         found = sorted((work / f'{task}_LocalMIM').glob('*/vis_data/vis_image/*.png'))[:2]
@@ -349,6 +371,7 @@ def main():
     plot_curves(curves, work / 'loss_curves.png')
     pictures = {'pretraining loss curves': 'loss_curves.png', **pictures}
     st['pictures'].seconds = time.time() - start
+    print(f'{plan.number(st["pictures"])} pictures: done in {fmt(st["pictures"].seconds)}', flush=True)
 
     times = {key: s.seconds for key, s in st.items()}
     table = results_table(metrics, times, speeds, noise, data_note, device, sizes, pictures,

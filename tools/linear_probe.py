@@ -40,7 +40,7 @@ import localmim.registry  # noqa: E402,F401
 from localmim.engine.launch import load_config, run_tool  # noqa: E402
 from localmim.registry import build_model  # noqa: E402
 
-PROBE_DEFAULTS = dict(grids=(1,), token_norm=True, l2_grid=(1e-4, 1e-3, 1e-2), max_iter=150, holdout=0.1)
+PROBE_DEFAULTS = dict(grids=(1,), token_norm=True, l2_grid=(1e-3,), max_iter=100, holdout=0.1)
 
 
 def parse_args(argv=None):
