@@ -315,7 +315,7 @@ def main():
     batches = sum(-(-sizes[k] // 256) for k in ('probe_train', 'probe_test')) * len(probe_names)
     run(['tools/linear_probe.py', PROBE_CONFIG, 'random', 'random:1', *[backbones[n] for n in PRETRAIN],
          '--names', *probe_names, '--work-dir', str(wd), '--progress', '--cfg-options',
-         f'probe_train_dataloader.dataset.data_root={data_root}', f'probe_test_dataloader.dataset.data_root={data_root}',
+         *[f'probe_{split}_dataloader.dataset.data_root={data_root}' for split in ('train', 'test')],
          f'probe_train_dataloader.dataset.num_samples={sizes["probe_train"]}',
          f'probe_test_dataloader.dataset.num_samples={sizes["probe_test"]}'], wd.with_suffix('.log'), plan,
         st['probe'], batches)
@@ -346,7 +346,8 @@ def main():
             if kind == 'seg':
                 draw[1] = f'default_hooks.visualization.interval={max(1, sizes["canvas_val"] // 4)}'
             run(['tools/train.py', config, '--work-dir', str(wd), '--max-iters', str(n), '--cfg-options',
-                 *init_options(backbones[name]), f'train_cfg.val_interval={n}', f'default_hooks.checkpoint.interval={n}',
+                 *init_options(backbones[name]), f'train_cfg.val_interval={n}',
+                 f'default_hooks.checkpoint.interval={n}',
                  f'default_hooks.logger.interval={max(1, min(20, n // 20))}', *draw],
                 wd.with_suffix('.log'), plan, st[(kind, name)], n)
             values = last_scalars(wd)
@@ -359,8 +360,9 @@ def main():
     for name, config in PRETRAIN.items():
         ckpt = (work / f'pretrain_{name}' / 'last_checkpoint').read_text().strip()
         out = work / f'reconstruction_{name}.png'
-        call_tool('tools/visualize_reconstruction.py', [config, ckpt, '--out', str(out), '--data-root', data_root,
-                                                         '--indices', '0', '1', '2', '3'], work / f'pictures_{name}.log')
+        call_tool('tools/visualize_reconstruction.py', [
+            config, ckpt, '--out', str(out), '--data-root', data_root, '--indices', '0', '1', '2', '3'],
+            work / f'pictures_{name}.log')
         pictures[f'reconstruction {name}'] = out.name
     for task in ('Mask-R-CNN', 'UperNet'):
         found = sorted((work / f'{task}_LocalMIM').glob('*/vis_data/vis_image/*.png'))[:2]
@@ -402,7 +404,8 @@ def plot_curves(curves, path):
 def results_table(metrics, times, speeds, noise, data_note, device, sizes, pictures, total):
     names = [RANDOM, *PRETRAIN]
     lines = ['# LocalMIM transfer demo', '', f'Data: {data_note}. Device: {device}. Total time {fmt(total)}.', '',
-             '| stage | metric | ' + ' | '.join(names) + ' | LocalMIM - global-only | time (' + ' / '.join(names) + ') |',
+             '| stage | metric | ' + ' | '.join(names) + ' | LocalMIM - global-only | time ('
+             + ' / '.join(names) + ') |',
              '|---|---|' + '---|' * len(names) + '---|---|',
              f'| pretraining ({sizes["pretrain_iters"]} iterations of 64 images) | images/s | - | '
              + ' | '.join(f'{speeds[n]:.1f}' for n in PRETRAIN) + ' | | - / '
