@@ -151,8 +151,8 @@ def run(cmd, log_path, plan=None, stage=None, total=None):
     bar = None
     if plan is not None:
         bar = tqdm(total=total or 1, desc=f'{plan.number(stage)} {stage.name}'[:48], unit='it', file=sys.stdout,
-                   mininterval=1.0, dynamic_ncols=False, ncols=110, leave=True,
-                   bar_format='{desc} {bar:24} {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}')
+                   mininterval=1.0, leave=True,
+                   bar_format='{desc} {bar:24} {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]')
     state = dict(done=0)
     first = None  # (time, units done) of the first logged progress: excludes the start-up
     with open(log_path, 'w') as log:
