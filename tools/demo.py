@@ -2,7 +2,8 @@
 """The main job: pretrain LocalMIM and its global-only baseline, then measure how they transfer.
 
 On Fashion-MNIST (Debian package ``dataset-fashion-mnist``), through the same ``tools/*.py`` and
-``mm_configs/`` a user runs, sized for about 15 minutes on 2 CPU cores (set-up excluded); with a
+``mm_configs/`` a user runs, in about 21 minutes on 2 quiet CPU cores (set-up excluded; measured
+2026-12-04, over the 15-minute target: the sizes still need rebalancing); with a
 GPU the same command runs longer schedules (``GPU_SIZES``) and says so:
 
 1. pretrain a tiny ViT with LocalMIM (4 taps, HOG at 2/4/8/16 px cells) and with the global-only
