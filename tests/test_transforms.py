@@ -30,13 +30,19 @@ def test_crop_fallback_matches_torchvision():
         assert got == tuple(expected), (height, width, got, expected)
 
 
-def test_crop_distribution_matches_torchvision():
-    height, width, scale, ratio, n = 180, 240, (0.2, 1.0), (3 / 4, 4 / 3), 4000
-    rng = np.random.RandomState(1)
+def sampled_boxes(height, width, scale, ratio, n, seed):
+    """n crop boxes (top, left, h, w) from our sampler and from torchvision's, as float arrays [n, 4]."""
+    rng = np.random.RandomState(seed)
     ours = np.array([sample_resized_crop(height, width, scale, ratio, rng=rng) for _ in range(n)], float)
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     img = torch.zeros(1, height, width)
     theirs = np.array([TorchvisionRandomResizedCrop.get_params(img, list(scale), list(ratio)) for _ in range(n)], float)
+    return ours, theirs, rng
+
+
+def test_crop_distribution_matches_torchvision():
+    height, width, scale, ratio, n = 180, 240, (0.2, 1.0), (3 / 4, 4 / 3), 4000
+    ours, theirs, _ = sampled_boxes(height, width, scale, ratio, n, seed=1)
     for boxes in (ours, theirs):
         top, left, h, w = boxes.T
         assert (top >= 0).all() and (left >= 0).all() and (top + h <= height).all() and (left + w <= width).all()
@@ -444,12 +450,7 @@ def ks_statistic(a, b):
 
 def test_crop_sampler_obeys_scale_and_log_uniform_ratio_like_torchvision():
     height, width, scale, ratio, n = 375, 500, (0.2, 1.0), (3 / 4, 4 / 3), 4000
-    rng = np.random.RandomState(7)
-    ours = np.array([sample_resized_crop(height, width, scale, ratio, rng=rng) for _ in range(n)], float)
-    torch.manual_seed(7)
-    img = torch.zeros(1, height, width)
-    theirs = np.array([TorchvisionRandomResizedCrop.get_params(img, list(scale), list(ratio)) for _ in range(n)],
-                      float)
+    ours, theirs, rng = sampled_boxes(height, width, scale, ratio, n, seed=7)
     for boxes in (ours, theirs):
         top, left, h, w = boxes.T
         assert (top >= 0).all() and (left >= 0).all() and (top + h <= height).all() and (left + w <= width).all()
