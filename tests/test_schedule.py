@@ -84,6 +84,23 @@ def test_max_iters_rescales_an_iteration_schedule_and_milestones():
     assert cfg.param_scheduler[1].milestones == [60, 90]
 
 
+def test_a_short_run_keeps_a_warmup_that_ends():
+    # 3000 iterations with a 50-iteration warm-up cut to 80: 50 * 80 / 3000 rounds to 1, and a
+    # 1-step LinearLR in mmengine never leaves start_factor (the demo's Mask R-CNN trained at
+    # 0.001x its lr). The warm-up stays 2 long, so the run reaches its lr at the second iteration.
+    cfg = Config(dict(
+        train_cfg=dict(type='IterBasedTrainLoop', max_iters=3000),
+        param_scheduler=[
+            dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=50),
+            dict(type='MultiStepLR', by_epoch=False, begin=0, end=3000, milestones=[2400, 2850])]))
+    rescale_schedule(cfg, max_iters=80)
+    assert cfg.param_scheduler[0].end == 2
+    cfg.train_cfg.max_epochs = 1  # lrs_per_iteration counts epochs: one epoch of 80 iterations
+    lrs = lrs_per_iteration(cfg, 80)
+    expected = [0.001] + [1.0] * 63 + [0.1] * 12 + [0.01] * 4  # milestones 64 and 76
+    torch.testing.assert_close(torch.tensor(lrs), torch.tensor(expected), rtol=1e-6, atol=1e-9)
+
+
 def test_epoch_run_keeps_the_iteration_warmup_in_proportion():
     # mmdet's 1x schedule: 500 warm-up iterations, steps at epochs 8 and 11 of 12
     cfg = Config(dict(

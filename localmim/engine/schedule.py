@@ -7,7 +7,10 @@ length and multiplies every time point of every ``param_scheduler`` entry (``beg
 ``T_max``, ``milestones``, ``step_size``) by ``new length / old length``, so warm-up, decay and
 steps keep their proportions. Entries with ``convert_to_iter_based=True`` keep fractional
 epochs (mmengine multiplies them by the iterations per epoch); other entries are rounded to
-whole epochs / iterations, at least one long.
+whole epochs / iterations, at least one long; a scheduler that was at least two long stays at
+least two long, because mmengine's schedulers update only at steps inside [begin, end): a one-step
+``LinearLR`` warm-up would never leave its ``start_factor`` (the lr stays at 0.001x for the whole
+run).
 """
 import math
 
@@ -66,13 +69,14 @@ def _rescale_scheduler(scheduler, factor, old_length, new_length):
         value = value * factor
         return value if fractional else max(at_least, round(value))
 
-    begin = scheduler.get('begin', 0)
+    begin = old_begin = scheduler.get('begin', 0)
     if begin:
         scheduler['begin'] = begin = scaled(begin, at_least=0)
     end = scheduler.get('end', math.inf)
     if end != math.inf:
+        min_span = min(2, end - old_begin)  # see the module docstring: a 1-step ramp never ends
         end = new_length if end >= old_length else scaled(end)
-        scheduler['end'] = max(end, begin + 1) if not fractional else end
+        scheduler['end'] = max(end, begin + min_span) if not fractional else end
     if scheduler.get('T_max') is not None:
         scheduler['T_max'] = scaled(scheduler['T_max'])
     if scheduler.get('milestones') is not None:
