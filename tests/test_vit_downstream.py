@@ -251,6 +251,14 @@ def test_simple_feature_pyramid_levels():
     torch.testing.assert_close(outs[4], outs[3][..., ::2, ::2])
     with pytest.raises(ValueError, match='1 or 4 input maps'):
         det([x, x])
+    # strides 4-32 from a stride-8 map (the canvas UperNet): x0.25 is a 4x4 max over each block
+    quarter = SimpleFeaturePyramid(8, scales=(2, 1, 0.5, 0.25), keep_channels=True)
+    x = torch.randn(2, 8, 8, 12)
+    outs = quarter((x,))
+    assert [o.shape[-2:] for o in outs] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+    torch.testing.assert_close(outs[3], x.view(2, 8, 2, 4, 3, 4).amax(dim=(3, 5)))
+    with pytest.raises(ValueError, match='one of 4, 2, 1, 0.5, 0.25; got 0.125'):
+        SimpleFeaturePyramid(8, scales=(0.125,))
 
 
 def test_mmseg_upernet_on_vit_taps_and_pyramid():
@@ -323,3 +331,37 @@ def test_mmdet_mask_rcnn_on_windowed_vit_and_pyramid():
     total.backward()
     assert model.backbone.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
     assert model.neck.levels[0][0].weight.grad is not None
+
+
+@pytest.mark.parametrize('backbone', ['vit', 'swin'])
+def test_mask_rcnn_roi_features_are_roi_align_of_the_pyramid(backbone):
+    """mmcv's compiled RoIAlign reads NCHW memory without looking at strides: fed a channels-last
+    view (what ``transpose().reshape()`` of tokens gives, and what convolutions pass on), its RoI
+    features were garbage and Mask R-CNN could not learn. The RoI features mmdet's extractor takes
+    from our backbones' pyramids must equal torchvision's roi_align (stride-aware) on the same maps."""
+    import torchvision
+    from mmdet.registry import MODELS as DET_MODELS
+    from mmengine.registry import DefaultScope
+    if backbone == 'vit':
+        body = dict(type='localmim.VisionTransformer', **dict(TINY, img_size=64, patch_size=8), out_indices=(-1,),
+                    final_norm=False, window_size=4, global_blocks=[1])
+        neck = dict(type='localmim.SimpleFeaturePyramid', in_channels=32, out_channels=16, scales=(2, 1, 0.5),
+                    norm_cfg=dict(type='localmim.LN2d', eps=1e-6), num_outs=4)
+    else:
+        body = dict(type='localmim.SwinTransformer', arch=None, img_size=64, embed_dim=16, depths=(1, 1, 1, 1),
+                    num_heads=(1, 2, 2, 4), window_size=2, out_indices=(0, 1, 2, 3))
+        neck = dict(type='FPN', in_channels=[16, 32, 64, 128], out_channels=16, num_outs=4)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        backbone_net, neck_net = DET_MODELS.build(body), DET_MODELS.build(neck)
+        extractor = DET_MODELS.build(dict(
+            type='SingleRoIExtractor', roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
+            out_channels=16, featmap_strides=[4, 8, 16]))
+    torch.manual_seed(0)
+    maps = neck_net(backbone_net(torch.randn(2, 3, 64, 64)))
+    assert all(m.is_contiguous() for m in maps)
+    rois = torch.tensor([[0, 3., 5., 40., 33.], [1, 10., 12., 30., 60.], [1, 0., 0., 63., 63.]])
+    feats = extractor(maps[:3], rois)
+    level = extractor.map_roi_levels(rois, 3)
+    for i, (roi, lvl) in enumerate(zip(rois, level.tolist())):
+        ref = torchvision.ops.roi_align(maps[lvl], roi[None], 7, 1 / [4, 8, 16][lvl], 0, aligned=True)
+        torch.testing.assert_close(feats[i:i + 1], ref, atol=1e-5, rtol=0)

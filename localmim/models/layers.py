@@ -189,6 +189,17 @@ class PatchEmbed(nn.Module):
         return self.norm(self.proj(x).flatten(2).transpose(1, 2))
 
 
+def tokens_to_map(tokens, h, w):
+    """Tokens [B, h*w, D] in raster order -> a contiguous map [B, D, h, w].
+
+    Contiguous on purpose: the plain ``transpose().reshape()`` is a channels-last *view*, and
+    mmcv's compiled ops (RoIAlign on CPU and CUDA) read the raw NCHW memory of their input without
+    checking its strides, so a view made Mask R-CNN's RoI features garbage. Convolutions also keep
+    a channels-last input's layout, passing the view on through mmdet's FPN.
+    """
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w).contiguous()
+
+
 def sincos_pos_embed(dim, grid_hw, with_cls=False):
     """Fixed 2-D sine-cosine position embedding [(1+)h*w, dim] (MAE's layout).
 
@@ -225,7 +236,8 @@ def init_transformer_weights(module):
 def rescale_layers(dim, scale, keep_channels=False, pool='max', norm=LayerNorm2d):
     """Layers taking [B, dim, h, w] to [B, c, h*scale, w*scale]; returns (layers, c).
 
-    x4: deconv 2x2/2, norm, GELU, deconv; x2: deconv; x1: nothing; x0.5: 2x2 max/avg pool. Each
+    x4: deconv 2x2/2, norm, GELU, deconv; x2: deconv; x1: nothing; x0.5 / x0.25: 2x2 / 4x4 max or
+    avg pool. Each
     deconv halves the channels unless ``keep_channels``. Used by the LocalMIM decoders (halving,
     avg pool) and the simple feature pyramid. ``norm(channels)`` builds the channels-first norm.
     """
@@ -238,11 +250,12 @@ def rescale_layers(dim, scale, keep_channels=False, pool='max', norm=LayerNorm2d
         return [nn.ConvTranspose2d(dim, half(dim), 2, 2)], half(dim)
     if scale == 1:
         return [], dim
-    if scale == 0.5:
+    if scale in (0.5, 0.25):
         if pool not in ('max', 'avg'):
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
-        return [nn.MaxPool2d(2, 2) if pool == 'max' else nn.AvgPool2d(2, 2)], dim
-    raise ValueError(f'rescale factor must be one of 4, 2, 1, 0.5; got {scale}')
+        k = round(1 / scale)
+        return [nn.MaxPool2d(k, k) if pool == 'max' else nn.AvgPool2d(k, k)], dim
+    raise ValueError(f'rescale factor must be one of 4, 2, 1, 0.5, 0.25; got {scale}')
 
 
 def apply_rescale_tokens(x, layers):
@@ -269,7 +282,9 @@ def apply_rescale_tokens(x, layers):
             x = F.layer_norm(x, layer.normalized_shape, layer.weight, layer.bias, layer.eps)
         elif isinstance(layer, (nn.AvgPool2d, nn.MaxPool2d)):
             B, h, w, C = x.shape
-            cells = x.view(B, h // 2, 2, w // 2, 2, C)
+            k = layer.kernel_size
+            assert k == layer.stride and not layer.padding
+            cells = x.view(B, h // k, k, w // k, k, C)
             x = cells.mean((2, 4)) if isinstance(layer, nn.AvgPool2d) else cells.amax((2, 4))
         else:
             x = layer(x)  # elementwise (GELU)

@@ -64,11 +64,12 @@ class SimpleFeaturePyramid(BaseModule):
                 nn.init.kaiming_normal_(module.weight, mode='fan_out', nonlinearity='relu')
 
     def forward(self, inputs):
-        """inputs: tuple of 1 or len(scales) maps [B, D, h, w]. Returns a tuple of ``num_outs`` maps."""
+        """inputs: tuple of 1 or len(scales) maps [B, D, h, w]. Returns a tuple of ``num_outs``
+        contiguous maps (mmcv's RoIAlign reads NCHW memory directly; see ``tokens_to_map``)."""
         if len(inputs) not in (1, len(self.scales)):
             raise ValueError(f'SimpleFeaturePyramid takes 1 or {len(self.scales)} input maps, got {len(inputs)}')
         maps = list(inputs) * len(self.scales) if len(inputs) == 1 else list(inputs)
         outs = [level(x) for level, x in zip(self.levels, maps)]
         while len(outs) < self.num_outs:
             outs.append(F.max_pool2d(outs[-1], 1, stride=2))
-        return tuple(outs)
+        return tuple(out.contiguous() for out in outs)

@@ -37,7 +37,7 @@ from mmengine.model import BaseModule
 from torch.utils.checkpoint import checkpoint
 
 from ..registry import MODELS
-from .layers import Block, PatchEmbed, init_transformer_weights
+from .layers import Block, PatchEmbed, init_transformer_weights, tokens_to_map
 from .pretrained_arg import ignore_inherited_pretrained
 
 SWIN_ARCHS = {
@@ -470,5 +470,5 @@ class SwinTransformer(BaseModule):
         for i, out in zip(self.out_indices, outs):
             norm = self.norm if i == self.num_stages - 1 else getattr(self, f'norm{i}')
             h, w = plans[i].grid
-            maps.append(norm(out).transpose(1, 2).reshape(out.shape[0], -1, h, w))
+            maps.append(tokens_to_map(norm(out), h, w))
         return tuple(maps)

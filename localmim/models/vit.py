@@ -23,7 +23,7 @@ from mmengine.model import BaseModule
 from torch.utils.checkpoint import checkpoint
 
 from ..registry import MODELS
-from .layers import Block, PatchEmbed, init_transformer_weights, sincos_pos_embed
+from .layers import Block, PatchEmbed, init_transformer_weights, sincos_pos_embed, tokens_to_map
 from .pretrained_arg import ignore_inherited_pretrained
 
 VIT_ARCHS = {
@@ -333,5 +333,5 @@ class VisionTransformer(BaseModule):
                 results.append(out[:, 0])
             else:
                 patches = out[:, self.num_prefix_tokens:]
-                results.append(patches.transpose(1, 2).reshape(out.shape[0], -1, h, w))
+                results.append(tokens_to_map(patches, h, w))
         return tuple(results)
