@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from localmim.datasets.fashion_mnist import DEFAULT_FASHION_MNIST_ROOT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,19 +28,22 @@ def test_demo_smoke_run_writes_every_metric(tmp_path):
     assert list(cells) == [(next(iter(cells))[0], 'images/s'), ('linear probe', 'top-1 %'), ('fine-tune', 'top-1 %'),
                            ('Mask R-CNN', 'bbox AP'), ('Mask R-CNN', 'mask AP'), ('UperNet', 'mIoU')]
     for key, row in cells.items():
-        measured = row[2:5] if key[0] in ('linear probe', 'fine-tune') else row[3:5]  # random init: classification
+        classification = key[0] in ('linear probe', 'fine-tune')  # random-init rows; dense ones on a GPU only
+        assert (row[2] == '-') == (not classification), row
+        measured = row[2:5] if classification else row[3:5]
         values = [float(v) for v in measured]
         assert all(0 <= v <= (100 if key[1] != 'images/s' else 1e6) for v in values), row  # numbers, not 'nan'
-        assert re.fullmatch(r'(-|\d+:\d\d)( / (-|\d+:\d\d))*( for all)?', row[6]), row
+        assert re.fullmatch(r'(-|\d+:\d\d)( / (-|\d+:\d\d))*', row[6]), row
     if not synthetic:  # 100 training images already lift a linear probe far above chance (10%)
         assert all(float(v) > 25 for v in cells[('linear probe', 'top-1 %')][2:5]), table
     assert re.search(r'differ by \d+\.\d\d points', table)
+    assert 'random-init Mask R-CNN and UperNet are not run on a CPU' in table
     for name in ('reconstruction_LocalMIM.png', 'reconstruction_global-only.png', 'loss_curves.png'):
         assert (tmp_path / name).stat().st_size > 10_000, name
         assert f']({name})' in table
     page = (tmp_path / 'results.html').read_text()
     assert page.count('<tr>') == 7 and '<img alt="pretraining loss curves" src="loss_curves.png">' in page
-    assert '[14/14]' in run.stdout and 'demo ETA' in run.stdout
+    assert '[17/17]' in run.stdout and 'demo ETA' in run.stdout
 
 
 def test_demo_without_data_says_how_to_get_it(tmp_path):
@@ -46,3 +51,37 @@ def test_demo_without_data_says_how_to_get_it(tmp_path):
                           str(tmp_path / 'nowhere')], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode != 0
     assert 'dataset-fashion-mnist' in run.stderr and '--synthetic' in run.stderr
+
+
+def load_demo():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('demo_under_test', ROOT / 'tools' / 'demo.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stages_run_side_by_side_after_what_they_wait_for(tmp_path):
+    demo = load_demo()
+    # each stage prints when it starts and ends (and progress lines a bar reads)
+    script = ('import sys, time; print("start", time.time(), flush=True); '
+              'print("Iter(train) [1/2]  loss: 1.0", flush=True); time.sleep(0.5); '
+              'print("Iter(train) [2/2]  loss: 0.5", flush=True); print("end", time.time(), flush=True)')
+    a = demo.Stage('convert', 'a', 0, ['-c', script], tmp_path / 'a.log', total=2)
+    b = demo.Stage('convert', 'b', 0, ['-c', script], tmp_path / 'b.log', total=2)
+    c = demo.Stage('convert', 'c', 0, lambda: ['-c', script], tmp_path / 'c.log', total=2, after=[a])
+    demo.run_stages(demo.Plan([a, b, c], slots=2), threads=1)
+
+    def times(stage):
+        words = dict(line.split() for line in stage.log.read_text().splitlines() if line.split()[0] in ('start', 'end'))
+        return float(words['start']), float(words['end'])
+    assert times(b)[0] < times(a)[1] and times(a)[0] < times(b)[1]  # a and b overlapped
+    assert times(c)[0] >= times(a)[1]  # c waited for a
+    assert all(s.seconds > 0.4 for s in (a, b, c))
+
+    bad = demo.Stage('convert', 'broken tool', 0, ['-c', 'raise SystemExit("error: no such file x.pth")'],
+                     tmp_path / 'bad.log')
+    late = demo.Stage('convert', 'late', 0, ['-c', script], tmp_path / 'late.log', after=[bad])
+    with pytest.raises(SystemExit, match=r'broken tool failed \(log: .*bad.log\): error: no such file x.pth'):
+        demo.run_stages(demo.Plan([bad, late], slots=2), threads=1)
+    assert late.started is None

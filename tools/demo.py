@@ -2,8 +2,7 @@
 """The main job: pretrain LocalMIM and its global-only baseline, then measure how they transfer.
 
 On Fashion-MNIST (Debian package ``dataset-fashion-mnist``), through the same ``tools/*.py`` and
-``mm_configs/`` a user runs, in about 21 minutes on 2 quiet CPU cores (set-up excluded; measured
-2026-12-04, over the 15-minute target: the sizes still need rebalancing); with a
+``mm_configs/`` a user runs, in about 15 minutes on 2 quiet CPU cores (set-up excluded); with a
 GPU the same command runs longer schedules (``GPU_SIZES``) and says so:
 
 1. pretrain a tiny ViT with LocalMIM (4 taps, HOG at 2/4/8/16 px cells) and with the global-only
@@ -14,10 +13,16 @@ GPU the same command runs longer schedules (``GPU_SIZES``) and says so:
      different seeds give the run-to-run noise of this stage),
    - a short fine-tune (``mm_configs/imagenet/vit-tiny_ft-short_fmnist.py``, no ImageNet
      regularisation),
-   - Mask R-CNN and UperNet on Fashion-MNIST canvases (pretrained encoders only: the budget);
+   - Mask R-CNN and UperNet on Fashion-MNIST canvases (``mm_configs/coco/*_fmnist-canvas.py``,
+     ``mm_configs/ade20k/*_fmnist-canvas.py``);
 3. write ``results.md`` and ``results.html`` (the table, the time of every stage, pretraining
    images/s, the loss curves, reconstructions at every scale, detection and segmentation
    predictions) into the work dir.
+
+The stages are separate processes; on a CPU two run side by side with half the cores each (tiny
+models use a second thread poorly: 1.5x for 2 threads against 2x for two processes), each
+starting as soon as what it needs exists (a downstream stage waits for its encoder's conversion,
+the canvas stages for the canvases).
 
     python tools/demo.py                       # what `make demo` runs
     python tools/demo.py --data-root DIR       # Fashion-MNIST idx files elsewhere
@@ -25,8 +30,8 @@ GPU the same command runs longer schedules (``GPU_SIZES``) and says so:
     python tools/demo.py --scale 0.2           # every stage 5x shorter
     python tools/demo.py --cpu                 # the CPU sizes even where a GPU is present
 
-Every stage shows a progress bar whose ETA (of the stage and of the whole demo) is calibrated
-from the iterations measured so far.
+Every running stage shows a progress bar whose ETA (of the stage and of the whole demo) is
+calibrated from the iterations measured so far.
 """
 import argparse
 import json
@@ -51,19 +56,28 @@ FINETUNE_CONFIG = 'mm_configs/imagenet/vit-tiny_ft-short_fmnist.py'
 DET_CONFIG = 'mm_configs/coco/mask-rcnn_vit-tiny_simplefpn_fmnist-canvas.py'
 SEG_CONFIG = 'mm_configs/ade20k/upernet_vit-tiny_fmnist-canvas.py'
 # Sizes at --scale 1 for 2 CPU cores: pretraining and downstream lengths in iterations (batch 64
-# for pretraining and fine-tune, 4 canvases for detection and segmentation).
-CPU_SIZES = dict(pretrain_iters=400, probe_train=10000, probe_test=5000, finetune_iters=200, finetune_val=5000,
-                 canvas_train=1000, canvas_val=100, det_iters=80, seg_iters=100)
+# for pretraining and fine-tune, 4 canvases for detection and segmentation); dense_random: also
+# run Mask R-CNN and UperNet from a random encoder (GPU only: on 2 cores the budget goes to the
+# pretrained encoders; the once-measured CPU figures are in RANDOM_DENSE_ON_CPU).
+CPU_SIZES = dict(pretrain_iters=360, probe_train=8000, probe_test=3000, finetune_iters=150, finetune_val=2500,
+                 canvas_train=600, canvas_val=100, det_iters=300, seg_iters=100, dense_random=0)
 # With a GPU (H200-class): about 15 minutes as well, every stage longer.
 GPU_SIZES = dict(pretrain_iters=6000, probe_train=60000, probe_test=10000, finetune_iters=3000, finetune_val=10000,
-                 canvas_train=4000, canvas_val=500, det_iters=3000, seg_iters=3000)
+                 canvas_train=4000, canvas_val=500, det_iters=3000, seg_iters=3000, dense_random=1)
 SMALLEST = dict(pretrain_iters=2, probe_train=64, probe_test=64, finetune_iters=2, finetune_val=64,
-                canvas_train=8, canvas_val=4, det_iters=2, seg_iters=2)
-# Seconds on 2 quiet CPU cores: per stage start-up + per unit of work (the ETA's prior; the bar
-# replaces it by the measured rate as soon as a stage has logged iterations).
-COST = dict(data=(4, 0.004), pretrain=(10, 0.27), convert=(5, 0), probe=(10, 0.002), finetune=(10, 0.33),
-            det=(15, 0.75), seg=(12, 0.3), pictures=(15, 0))
-VAL_COST = dict(finetune=0.002, det=0.15, seg=0.1)  # seconds per validation image
+                canvas_train=8, canvas_val=4, det_iters=2, seg_iters=2, dense_random=0)
+# Measured once (2026-12-04, 2 cores, tools/demo.py with dense_random=1, 300 Mask R-CNN and 200
+# UperNet iterations): random init against LocalMIM / global-only in that run.
+RANDOM_DENSE_ON_CPU = ('random-init Mask R-CNN and UperNet are not run on a CPU (budget); measured once '
+                       '(2026-12-04, 300 / 200 iterations): bbox AP 22.1 / mask AP 26.4 / mIoU 10.25 from a '
+                       'random encoder against 31.2 / 36.5 / 9.36 (LocalMIM) and 28.2 / 33.6 / 10.08 '
+                       '(global-only)')
+# Seconds of one stage on 1 thread of a quiet CPU core, another stage running beside it: start-up +
+# per unit of work (the ETA's prior; a bar replaces it by its measured rate as soon as the stage
+# has logged progress twice).
+COST = dict(data=(5, 0.03), pretrain=(10, 0.66), convert=(8, 0), probe=(12, 0.005), finetune=(10, 0.7),
+            det=(12, 0.6), seg=(15, 0.85), pictures=(20, 0))
+VAL_COST = dict(finetune=0.006, det=0.15, seg=0.12)  # seconds per validation image
 
 
 def parse_args():
@@ -82,21 +96,37 @@ def fmt(seconds):
 
 
 class Stage:
-    """One step of the demo: a tool run with ``units`` of work (iterations or images)."""
+    """One step of the demo: a tool run with ``units`` of work (iterations or images), waiting for
+    the stages in ``after``. ``argv`` is the tool and its arguments (or a function returning them
+    when the stage starts, for paths known only then); ``total`` the progress units its log lines
+    count."""
 
-    def __init__(self, kind, name, units, val_units=0):
+    def __init__(self, kind, name, units, argv, log, total=None, val_units=0, after=()):
         self.kind, self.name, self.units, self.val_units = kind, name, units, val_units
+        self.argv, self.log, self.total, self.after = argv, log, total or 1, list(after)
         start, per_unit = COST[kind]
         self.expected = start + per_unit * units + VAL_COST.get(kind, 0) * val_units
-        self.seconds = None
+        self.seconds = None  # wall clock once finished
+        self.started = self.first = self.proc = self.bar = self.log_file = None
+        self.state = dict(done=0)
+
+    def left(self, plan, now):
+        """Seconds this running stage still needs: its measured rate once its log has shown
+        progress twice, else the prior times the machine's measured slowness."""
+        done = min(self.state['done'], self.total)
+        if self.first and now > self.first[0] and done > self.first[1]:
+            return (self.total - done) * (now - self.first[0]) / (done - self.first[1])
+        fraction = done / self.total
+        return self.expected * (1 - fraction) * plan.slowness(self, fraction, now - self.started)
 
 
 class Plan:
-    """All stages, with the demo-wide ETA: expected seconds of the remaining stages times the
-    measured slowness of this machine (elapsed / expected of the work done so far)."""
+    """All stages and the demo-wide ETA: the running stages' own estimates plus the expected
+    seconds of the stages not started, times the measured slowness of this machine (elapsed /
+    expected over the work done so far), shared among the parallel slots."""
 
-    def __init__(self, stages):
-        self.stages, self.start = stages, time.time()
+    def __init__(self, stages, slots):
+        self.stages, self.slots, self.start = stages, slots, time.time()
 
     def slowness(self, current=None, fraction=0.0, stage_elapsed=0.0):
         done = [s for s in self.stages if s.seconds is not None]
@@ -104,13 +134,18 @@ class Plan:
         spent = sum(s.seconds for s in done) + (stage_elapsed if current else 0)
         return spent / expected if expected > 5 else 1.0
 
-    def remaining(self, current, fraction, stage_elapsed, stage_left):
-        """Seconds left in the whole demo given the current stage's own estimate ``stage_left``."""
-        later = sum(s.expected for s in self.stages if s.seconds is None and s is not current)
-        return stage_left + later * self.slowness(current, fraction, stage_elapsed)
+    def remaining(self, now):
+        running = [s.left(self, now) for s in self.stages if s.started and s.seconds is None]
+        later = sum(s.expected for s in self.stages if not s.started) * self.slowness()
+        return max(max(running, default=0), (sum(running) + later) / self.slots)
 
     def number(self, stage):
         return f'[{self.stages.index(stage) + 1}/{len(self.stages)}]'
+
+    def priority(self, stage):
+        """Start first the ready stage that unlocks the most work (its own expected seconds plus
+        those of every stage waiting on it, directly or not)."""
+        return stage.expected + sum(self.priority(s) for s in self.stages if stage in s.after)
 
 
 PROGRESS_PATTERNS = [  # mmengine training log lines, tools/linear_probe.py --progress lines
@@ -143,73 +178,73 @@ def parse_progress(line, state):
     return False
 
 
-def run(cmd, log_path, plan=None, stage=None, total=None):
-    """Run a tool, logging everything to ``log_path``, with a progress bar over ``total`` units
-    (iterations or batches) read from the tool's log lines."""
+
+def run_stages(plan, threads):
+    """Run every stage as a subprocess, ``plan.slots`` at a time, each with ``threads`` torch
+    threads, a stage starting when the stages it waits for have finished. One progress bar per
+    running stage; a line per finished stage. A failing stage stops the demo with its error."""
+    import queue
+    import threading
     from tqdm import tqdm
-    env = dict(os.environ, PYTHONPATH=f'{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
-    start = time.time()
-    bar = None
-    if plan is not None:
-        bar = tqdm(total=total or 1, desc=f'{plan.number(stage)} {stage.name}'[:48], unit='it', file=sys.stdout,
-                   mininterval=1.0, leave=True,
-                   bar_format='{desc} {bar:24} {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]')
-    state = dict(done=0)
-    first = None  # (time, units done) of the first logged progress: excludes the start-up
-    with open(log_path, 'w') as log:
-        proc = subprocess.Popen([sys.executable, *cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1)
-        for line in proc.stdout:
-            log.write(line)
-            if bar is None or not parse_progress(line, state):
-                continue
-            now = time.time()
-            if first is None:
-                first = (now, state['done'])
-            done = min(state['done'], bar.total)
-            bar.update(done - bar.n)
-            fraction = done / bar.total
-            if now > first[0] and done > first[1]:  # measured rate since the first logged units
-                stage_left = (bar.total - done) * (now - first[0]) / (done - first[1])
-            else:
-                stage_left = stage.expected * (1 - fraction) * plan.slowness(stage, fraction, now - start)
-            total_left = plan.remaining(stage, fraction, now - start, stage_left)
-            loss = f'loss {state["loss"]:.3f}, ' if 'loss' in state else ''
-            bar.set_postfix_str(f'{loss}stage ETA {fmt(stage_left)}, demo ETA {fmt(total_left)}', refresh=True)
-        code = proc.wait()
-    if bar is not None:
-        bar.update(bar.total - bar.n)
-        bar.close()
-    if code:
-        lines = open(log_path).read().splitlines()
-        errors = [line for line in lines if line.startswith('error:') or 'Error' in line.split(':')[0]]
-        raise SystemExit(f'error: {" ".join(cmd[:2])} failed (log: {log_path}): '
-                         + (errors[-1] if errors else '\n'.join(lines[-15:])))
-    if stage is not None:
-        stage.seconds = time.time() - start
-    return time.time() - start
+    env = dict(os.environ, PYTHONPATH=f'{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}',
+               OMP_NUM_THREADS=str(threads))
+    lines, free = queue.Queue(), list(range(plan.slots))
 
+    def read(stage):  # one thread per running stage: its output lines into the queue
+        for line in stage.proc.stdout:
+            lines.put((stage, line))
+        lines.put((stage, None))
 
-def call_tool(script, argv, log_path, plan=None, stage=None):
-    """Run ``tools/<script>``'s ``main(argv)`` inside this process (the light tools: no runner, no
-    second import of torch), its output going to ``log_path``."""
-    import contextlib
-    import importlib.util
-    start = time.time()
-    spec = importlib.util.spec_from_file_location(f'demo_tool_{Path(script).stem}', ROOT / script)
-    module = importlib.util.module_from_spec(spec)
-    with open(log_path, 'w') as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        try:
-            spec.loader.exec_module(module)
-            module.main(argv)
-        except (Exception, SystemExit) as error:
-            if isinstance(error, SystemExit) and not error.code:
-                pass
-            else:
-                raise SystemExit(f'error: {script} failed (log: {log_path}): {error}')
-    if stage is not None:
-        stage.seconds = time.time() - start
-        print(f'{plan.number(stage)} {stage.name}: done in {fmt(stage.seconds)}', flush=True)
+    def start(stage):
+        argv = stage.argv() if callable(stage.argv) else stage.argv
+        stage.slot, stage.started = free.pop(0), time.time()
+        stage.bar = tqdm(total=stage.total, desc=f'{plan.number(stage)} {stage.name}'[:40], unit='it',
+                         file=sys.stdout, position=stage.slot, leave=False, mininterval=1.0,
+                         bar_format='{desc:40} {bar:20} {n_fmt}/{total_fmt} [{elapsed}{postfix}]')
+        stage.log_file = open(stage.log, 'w', buffering=1)  # line-buffered: `tail -f` shows progress
+        stage.proc = subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True, bufsize=1)
+        threading.Thread(target=read, args=(stage,), daemon=True).start()
+
+    def finish(stage):
+        code = stage.proc.wait()
+        stage.log_file.close()
+        stage.bar.close()
+        free.append(stage.slot)
+        free.sort()
+        if code:
+            for other in plan.stages:
+                if other.proc is not None and other.proc.poll() is None:
+                    other.proc.kill()
+            log = open(stage.log).read().splitlines()
+            errors = [line for line in log if line.startswith('error:') or 'Error' in line.split(':')[0]]
+            raise SystemExit(f'error: {stage.name} failed (log: {stage.log}): '
+                             + (errors[-1] if errors else '\n'.join(log[-15:])))
+        stage.seconds = time.time() - stage.started
+        tqdm.write(f'{plan.number(stage)} {stage.name}: done in {fmt(stage.seconds)}', file=sys.stdout)
+
+    waiting, running = list(plan.stages), set()
+    while waiting or running:
+        ready = [s for s in waiting if all(d.seconds is not None for d in s.after)]
+        for stage in sorted(ready, key=plan.priority, reverse=True)[:len(free)]:
+            waiting.remove(stage)
+            running.add(stage)
+            start(stage)
+        stage, line = lines.get()
+        if line is None:
+            running.discard(stage)
+            finish(stage)
+            continue
+        stage.log_file.write(line)
+        if not parse_progress(line, stage.state):
+            continue
+        now = time.time()
+        if stage.first is None:
+            stage.first = (now, stage.state['done'])
+        stage.bar.update(min(stage.state['done'], stage.total) - stage.bar.n)
+        loss = f'loss {stage.state["loss"]:.3f}, ' if 'loss' in stage.state else ''
+        stage.bar.set_postfix_str(f'{loss}ETA {fmt(stage.left(plan, now))}, demo ETA {fmt(plan.remaining(now))}',
+                                  refresh=False)
 
 
 def scalars(work_dir):
@@ -247,11 +282,15 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     gpu = torch.cuda.is_available() and not args.cpu
     base = GPU_SIZES if gpu else CPU_SIZES
-    sizes = {k: max(SMALLEST[k], round(v * args.scale)) for k, v in base.items()}
+    sizes = {k: v if k == 'dense_random' else max(SMALLEST[k], round(v * args.scale)) for k, v in base.items()}
+    cores = os.cpu_count() or 1
+    # tiny models use 2 threads poorly: on a CPU, two stages at a time with half the cores each
+    slots = 1 if gpu else max(1, min(2, cores))
+    threads = max(1, cores // slots)
     if gpu:
         device = f'GPU ({torch.cuda.get_device_name(0)}): longer schedules than on CPU (GPU_SIZES in tools/demo.py)'
     else:
-        device = f'CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)'
+        device = f'CPU ({cores} cores: {slots} stages at a time, {threads} torch thread{"s" * (threads > 1)} each)'
 
     from localmim.datasets.fashion_mnist import find_fashion_mnist_file
     data_root, data_note = args.data_root, f'Fashion-MNIST ({args.data_root})'
@@ -268,103 +307,39 @@ def main():
         data_root = write_synthetic_fashion_mnist(str(work / 'data' / 'synthetic-fashion-mnist'))
         data_note = 'GENERATED blobs (--synthetic; Fashion-MNIST was not found): numbers are a smoke test only'
 
-    encoders = [RANDOM, *PRETRAIN]
-    probe_names = [RANDOM, f'{RANDOM} (seed 1)', *PRETRAIN]
-    st = {'data': Stage('data', 'canvases (COCO + ADE20K format)', sizes['canvas_train'] + sizes['canvas_val'])}
-    st.update({('pretrain', n): Stage('pretrain', f'pretrain {n}', sizes['pretrain_iters']) for n in PRETRAIN})
-    st.update({('convert', n): Stage('convert', f'convert {n}', 0) for n in PRETRAIN})
-    st['probe'] = Stage('probe', f'linear probe ({len(probe_names)} encoders)',
-                        len(probe_names) * (sizes['probe_train'] + sizes['probe_test']))
-    st.update({('finetune', n): Stage('finetune', f'fine-tune {n}', sizes['finetune_iters'], sizes['finetune_val'])
-               for n in encoders})
-    st.update({('det', n): Stage('det', f'Mask R-CNN {n}', sizes['det_iters'], sizes['canvas_val']) for n in PRETRAIN})
-    st.update({('seg', n): Stage('seg', f'UperNet {n}', sizes['seg_iters'], sizes['canvas_val']) for n in PRETRAIN})
-    st['pictures'] = Stage('pictures', 'pictures', 0)
-    plan = Plan(list(st.values()))
-    expected_total = sum(s.expected for s in plan.stages)
+    stages = build_stages(work, sizes, data_root)
+    plan = Plan(list(stages.values()), slots)
     print(f'LocalMIM demo on {device}; data: {data_note}; work dir {work}', flush=True)
-    print(f'{len(plan.stages)} stages, about {fmt(expected_total)} on 2 quiet CPU cores at this size '
+    expected = sum(s.expected for s in plan.stages) / slots
+    print(f'{len(plan.stages)} stages, about {fmt(expected)} on 2 quiet CPU cores at this size '
           '(the bars calibrate the ETA on this machine)', flush=True)
-    metrics = {}
+    os.environ['FMNIST_CANVAS_ROOT'] = str(work / 'data' / 'fmnist_canvas')  # the canvas configs read it
+    run_stages(plan, threads)
 
-    canvas_root = work / 'data' / 'fmnist_canvas'
-    os.environ['FMNIST_CANVAS_ROOT'] = str(canvas_root)  # the canvas configs read it
-    call_tool('tools/make_fmnist_detection.py', [
-        '--out', str(canvas_root), '--num-train', str(sizes['canvas_train']), '--num-val', str(sizes['canvas_val']),
-        '--data-root', data_root, '--seed', '0'], work / 'data.log', plan, st['data'])
-
-    log_every = f'default_hooks.logger.interval={max(1, min(20, sizes["pretrain_iters"] // 40))}'
-    speeds, curves = {}, {}
-    for name, config in PRETRAIN.items():
+    metrics, speeds, curves = {}, {}, {}
+    for name in PRETRAIN:
         wd = work / f'pretrain_{name}'
-        iters = sizes['pretrain_iters']
-        num_samples = 64 * max(1, iters // 4)  # 4 epochs of iters / 4 batches of 64
-        run(['tools/train.py', config, '--work-dir', str(wd), '--max-epochs', '4', '--cfg-options',
-             f'train_dataloader.dataset.data_root={data_root}', f'train_dataloader.dataset.num_samples={num_samples}',
-             log_every], wd.with_suffix('.log'), plan, st[('pretrain', name)], 4 * (num_samples // 64))
         speeds[name] = images_per_second(wd)
         curves[name] = [(e['iter'], e['loss']) for e in scalars(wd) if 'loss' in e and 'iter' in e]
-
-    backbones = {RANDOM: 'random'}
-    for name in PRETRAIN:
-        ckpt = (work / f'pretrain_{name}' / 'last_checkpoint').read_text().strip()
-        backbones[name] = str(work / f'{name}_backbone.pth')
-        call_tool('tools/convert_checkpoint.py', [ckpt, backbones[name]], work / f'convert_{name}.log', plan,
-                  st[('convert', name)])
-
-    wd = work / 'linear_probe'
-    batches = sum(-(-sizes[k] // 256) for k in ('probe_train', 'probe_test')) * len(probe_names)
-    run(['tools/linear_probe.py', PROBE_CONFIG, 'random', 'random:1', *[backbones[n] for n in PRETRAIN],
-         '--names', *probe_names, '--work-dir', str(wd), '--progress', '--cfg-options',
-         *[f'probe_{split}_dataloader.dataset.data_root={data_root}' for split in ('train', 'test')],
-         f'probe_train_dataloader.dataset.num_samples={sizes["probe_train"]}',
-         f'probe_test_dataloader.dataset.num_samples={sizes["probe_test"]}'], wd.with_suffix('.log'), plan,
-        st['probe'], batches)
-    probe = json.loads((wd / 'linear_probe.json').read_text())
-    for name in encoders:
+    probe = {}
+    for name in ENCODERS:
+        probe.update(json.loads((work / f'linear_probe_{slug(name)}' / 'linear_probe.json').read_text()))
+    for name in ENCODERS:
         metrics[('linear probe', 'top-1 %', name)] = probe[name]['top1']
     noise = abs(probe[RANDOM]['top1'] - probe[f'{RANDOM} (seed 1)']['top1'])
-
-    n = sizes['finetune_iters']
-    for name in encoders:
-        wd = work / f'fine-tune_{name.replace(" ", "-")}'
-        run(['tools/train.py', FINETUNE_CONFIG, '--work-dir', str(wd), '--max-iters', str(n), '--cfg-options',
-             *(init_options(backbones[name]) if name != RANDOM else []),
-             *[f'{k}_dataloader.dataset.data_root={data_root}' for k in ('train', 'val', 'test')],
-             f'val_dataloader.dataset.num_samples={sizes["finetune_val"]}', f'train_cfg.val_interval={n}',
-             f'default_hooks.checkpoint.interval={n}', f'default_hooks.logger.interval={max(1, min(20, n // 20))}'],
-            wd.with_suffix('.log'), plan, st[('finetune', name)], n)
-        metrics[('fine-tune', 'top-1 %', name)] = last_scalars(wd).get('accuracy/top1', float('nan'))
-
-    for kind, task, config, keys in (('det', 'Mask R-CNN', DET_CONFIG, [('coco/bbox_mAP', 'bbox AP'),
-                                                                          ('coco/segm_mAP', 'mask AP')]),
-                                     ('seg', 'UperNet', SEG_CONFIG, [('mIoU', 'mIoU')])):
-        n = sizes[f'{kind}_iters']
-        for name in PRETRAIN:
-            wd = work / f'{task.replace(" ", "-")}_{name}'
-            draw = ['default_hooks.visualization.draw=True',
-                    f'default_hooks.visualization.interval={max(1, sizes["canvas_val"] // 4)}']
-            if kind == 'seg':
-                draw[1] = f'default_hooks.visualization.interval={max(1, sizes["canvas_val"] // 4)}'
-            run(['tools/train.py', config, '--work-dir', str(wd), '--max-iters', str(n), '--cfg-options',
-                 *init_options(backbones[name]), f'train_cfg.val_interval={n}',
-                 f'default_hooks.checkpoint.interval={n}',
-                 f'default_hooks.logger.interval={max(1, min(20, n // 20))}', *draw],
-                wd.with_suffix('.log'), plan, st[(kind, name)], n)
-            values = last_scalars(wd)
+    for name in ENCODERS:
+        metrics[('fine-tune', 'top-1 %', name)] = last_scalars(work / f'fine-tune_{slug(name)}').get(
+            'accuracy/top1', float('nan'))
+    for task, keys in (('Mask R-CNN', [('coco/bbox_mAP', 'bbox AP'), ('coco/segm_mAP', 'mask AP')]),
+                       ('UperNet', [('mIoU', 'mIoU')])):
+        for name in ENCODERS if sizes['dense_random'] else PRETRAIN:
+            values = last_scalars(work / f'{slug(task)}_{slug(name)}')
             for key, label in keys:
                 scale = 100 if key.startswith('coco/') else 1
                 metrics[(task, label, name)] = values.get(key, float('nan')) * scale
 
     start = time.time()
-    pictures = {}
-    for name, config in PRETRAIN.items():
-        ckpt = (work / f'pretrain_{name}' / 'last_checkpoint').read_text().strip()
-        out = work / f'reconstruction_{name}.png'
-        call_tool('tools/visualize_reconstruction.py', [
-            config, ckpt, '--out', str(out), '--data-root', data_root, '--indices', '0', '1', '2', '3'],
-            work / f'pictures_{name}.log')
-        pictures[f'reconstruction {name}'] = out.name
+    pictures = {f'reconstruction {name}': f'reconstruction_{name}.png' for name in PRETRAIN}
     for task in ('Mask-R-CNN', 'UperNet'):
         found = sorted((work / f'{task}_LocalMIM').glob('*/vis_data/vis_image/*.png'))[:2]
         for i, path in enumerate(found):
@@ -373,16 +348,96 @@ def main():
             pictures[f'{task} predictions (LocalMIM, left ground truth, right prediction) {i}'] = target.name
     plot_curves(curves, work / 'loss_curves.png')
     pictures = {'pretraining loss curves': 'loss_curves.png', **pictures}
-    st['pictures'].seconds = time.time() - start
-    print(f'{plan.number(st["pictures"])} pictures: done in {fmt(st["pictures"].seconds)}', flush=True)
-
-    times = {key: s.seconds for key, s in st.items()}
+    times = {key: s.seconds for key, s in stages.items()}
+    times['pictures'] = time.time() - start + sum(times.pop(('pictures', n)) for n in PRETRAIN)
     table = results_table(metrics, times, speeds, noise, data_note, device, sizes, pictures,
                           time.time() - plan.start)
     (work / 'results.md').write_text(table)
     (work / 'results.html').write_text(markdown_to_html(table))
     print('\n' + table, flush=True)
     print(f'saved {work / "results.md"} and {work / "results.html"}', flush=True)
+
+
+def slug(name):
+    return name.replace(' ', '-')
+
+
+ENCODERS = [RANDOM, *PRETRAIN]
+
+
+def build_stages(work, sizes, data_root):
+    """Every stage of the demo, keyed by (kind, encoder name) or kind, with what each waits for."""
+    st = {}
+    canvas_root = work / 'data' / 'fmnist_canvas'
+    st['data'] = Stage('data', 'canvases (COCO + ADE20K format)', sizes['canvas_train'] + sizes['canvas_val'], [
+        'tools/make_fmnist_detection.py', '--out', str(canvas_root), '--num-train', str(sizes['canvas_train']),
+        '--num-val', str(sizes['canvas_val']), '--data-root', data_root, '--seed', '0'], work / 'data.log')
+    log_every = f'default_hooks.logger.interval={max(1, min(20, sizes["pretrain_iters"] // 40))}'
+    backbones = {RANDOM: None}
+    for name, config in PRETRAIN.items():
+        wd = work / f'pretrain_{name}'
+        num_samples = 64 * max(1, sizes['pretrain_iters'] // 4)  # 4 epochs of iters / 4 batches of 64
+        st[('pretrain', name)] = Stage('pretrain', f'pretrain {name}', sizes['pretrain_iters'], [
+            'tools/train.py', config, '--work-dir', str(wd), '--max-epochs', '4', '--cfg-options',
+            f'train_dataloader.dataset.data_root={data_root}', f'train_dataloader.dataset.num_samples={num_samples}',
+            log_every], wd.with_suffix('.log'), total=4 * (num_samples // 64))
+
+        def last_checkpoint(wd=wd):
+            return (wd / 'last_checkpoint').read_text().strip()
+        backbones[name] = str(work / f'{name}_backbone.pth')
+        st[('convert', name)] = Stage(
+            'convert', f'convert {name}', 0,
+            lambda wd=wd, name=name: ['tools/convert_checkpoint.py', last_checkpoint(wd), backbones[name]],
+            work / f'convert_{name}.log', after=[st[('pretrain', name)]])
+        st[('pictures', name)] = Stage(
+            'pictures', f'reconstructions {name}', 0,
+            lambda wd=wd, name=name, config=config: [
+                'tools/visualize_reconstruction.py', config, last_checkpoint(wd), '--out',
+                str(work / f'reconstruction_{name}.png'), '--data-root', data_root, '--indices', '0', '1', '2', '3'],
+            work / f'pictures_{name}.log', after=[st[('pretrain', name)]])
+
+    def after(name):
+        return [st[('convert', name)]] if name in PRETRAIN else []
+
+    # linear probe: the two random encoders (seeds 0 and 1: the run-to-run noise) in one run
+    probes = {RANDOM: (['random', 'random:1'], [RANDOM, f'{RANDOM} (seed 1)'])}
+    probes.update({name: ([backbones[name]], [name]) for name in PRETRAIN})
+    for name, (checkpoints, names) in probes.items():
+        wd = work / f'linear_probe_{slug(name)}'
+        batches = sum(-(-sizes[k] // 256) for k in ('probe_train', 'probe_test')) * len(names)
+        st[('probe', name)] = Stage('probe', f'linear probe {" + ".join(names)}',
+                                    len(names) * (sizes['probe_train'] + sizes['probe_test']), [
+            'tools/linear_probe.py', PROBE_CONFIG, *checkpoints, '--names', *names, '--work-dir', str(wd),
+            '--progress', '--cfg-options',
+            *[f'probe_{split}_dataloader.dataset.data_root={data_root}' for split in ('train', 'test')],
+            f'probe_train_dataloader.dataset.num_samples={sizes["probe_train"]}',
+            f'probe_test_dataloader.dataset.num_samples={sizes["probe_test"]}'],
+            wd.with_suffix('.log'), total=batches, after=after(name))
+
+    n = sizes['finetune_iters']
+    for name in ENCODERS:
+        wd = work / f'fine-tune_{slug(name)}'
+        st[('finetune', name)] = Stage('finetune', f'fine-tune {name}', n, [
+            'tools/train.py', FINETUNE_CONFIG, '--work-dir', str(wd), '--max-iters', str(n), '--cfg-options',
+            *(init_options(backbones[name]) if backbones[name] else []),
+            *[f'{k}_dataloader.dataset.data_root={data_root}' for k in ('train', 'val', 'test')],
+            f'val_dataloader.dataset.num_samples={sizes["finetune_val"]}', f'train_cfg.val_interval={n}',
+            f'default_hooks.checkpoint.interval={n}', f'default_hooks.logger.interval={max(1, min(20, n // 20))}'],
+            wd.with_suffix('.log'), total=n, val_units=sizes['finetune_val'], after=after(name))
+
+    for kind, task, config in (('det', 'Mask R-CNN', DET_CONFIG), ('seg', 'UperNet', SEG_CONFIG)):
+        n = sizes[f'{kind}_iters']
+        for name in ENCODERS if sizes['dense_random'] else PRETRAIN:
+            wd = work / f'{slug(task)}_{slug(name)}'
+            draw = ['default_hooks.visualization.draw=True',
+                    f'default_hooks.visualization.interval={max(1, sizes["canvas_val"] // 4)}']
+            st[(kind, name)] = Stage(kind, f'{task} {name}', n, [
+                'tools/train.py', config, '--work-dir', str(wd), '--max-iters', str(n), '--cfg-options',
+                *(init_options(backbones[name]) if backbones[name] else []), f'train_cfg.val_interval={n}',
+                f'default_hooks.checkpoint.interval={n}',
+                f'default_hooks.logger.interval={max(1, min(20, n // 20))}', *draw],
+                wd.with_suffix('.log'), total=n, val_units=sizes['canvas_val'], after=[st['data'], *after(name)])
+    return st
 
 
 def plot_curves(curves, path):
@@ -419,20 +474,18 @@ def results_table(metrics, times, speeds, noise, data_note, device, sizes, pictu
         if task == 'linear probe' and abs(diff) <= noise:
             verdict += ' (within noise)'
         key = stage_keys[task]
-        if key == 'probe':
-            time_cell = f'{fmt(times["probe"])} for all'
-        else:
-            time_cell = ' / '.join(fmt(times[(key, n)]) if (key, n) in times else '-' for n in names)
+        time_cell = ' / '.join(fmt(times[(key, n)]) if (key, n) in times else '-' for n in names)
         lines.append(f'| {task} | {metric} | ' + ' | '.join('-' if v is None else f'{v:.2f}' for v in values)
                      + f' | {verdict} | {time_cell} |')
     lines += ['', f'Run-to-run noise, measured once: two random-init encoders (seeds 0 and 1) under the linear '
               f'probe differ by {noise:.2f} points of top-1; differences below that are marked "within noise". '
               'The noise of the other stages was not measured in this run.', '',
               f'Classification: Fashion-MNIST test split (linear probe: {sizes["probe_test"]} images, features of '
-              f'{sizes["probe_train"]} training images; fine-tune: {sizes["finetune_iters"]} iterations of 64, '
-              f'{sizes["finetune_val"]} test images). Detection and segmentation: {sizes["det_iters"]} / '
-              f'{sizes["seg_iters"]} iterations of 4 canvases, {sizes["canvas_val"]} validation canvases; '
-              'pretrained encoders only (no random-init row: budget).', '',
+              f'{sizes["probe_train"]} training images, the random-init time covering both seeds; fine-tune: '
+              f'{sizes["finetune_iters"]} iterations of 64, {sizes["finetune_val"]} test images). Detection and '
+              f'segmentation: {sizes["det_iters"]} / {sizes["seg_iters"]} iterations of 4 canvases, '
+              f'{sizes["canvas_val"]} validation canvases. Times are wall clock with stages running side by '
+              'side.', '', *([] if sizes['dense_random'] else [RANDOM_DENSE_ON_CPU + '.', '']),
               'Targets for the LocalMIM row at full length (issue 17): linear probe >= 80, fine-tune >= 88, '
               'bbox AP >= 30, mask AP >= 25, mIoU >= 50.', '']
     for title, name in pictures.items():
