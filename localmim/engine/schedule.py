@@ -7,10 +7,10 @@ length and multiplies every time point of every ``param_scheduler`` entry (``beg
 ``T_max``, ``milestones``, ``step_size``) by ``new length / old length``, so warm-up, decay and
 steps keep their proportions. Entries with ``convert_to_iter_based=True`` keep fractional
 epochs (mmengine multiplies them by the iterations per epoch); other entries are rounded to
-whole epochs / iterations, at least one long; a scheduler that was at least two long stays at
-least two long, because mmengine's schedulers update only at steps inside [begin, end): a one-step
-``LinearLR`` warm-up would never leave its ``start_factor`` (the lr stays at 0.001x for the whole
-run).
+whole epochs / iterations, at least one long. One that ends before the run does (a warm-up) and
+was at least two long stays at least two long: mmengine's schedulers update only at steps inside
+[begin, end), so a one-step ``LinearLR`` warm-up would never leave its ``start_factor`` (the lr
+would stay at 0.001x for the whole run).
 """
 import math
 
@@ -74,9 +74,10 @@ def _rescale_scheduler(scheduler, factor, old_length, new_length):
         scheduler['begin'] = begin = scaled(begin, at_least=0)
     end = scheduler.get('end', math.inf)
     if end != math.inf:
-        min_span = min(2, end - old_begin)  # see the module docstring: a 1-step ramp never ends
-        end = new_length if end >= old_length else scaled(end)
-        scheduler['end'] = max(end, begin + min_span) if not fractional else end
+        if end >= old_length:  # runs to the end: ends with the run
+            scheduler['end'] = new_length if fractional else max(new_length, begin + 1)
+        else:  # e.g. a warm-up: see the module docstring, a 1-step ramp never ends
+            scheduler['end'] = scaled(end) if fractional else max(scaled(end), begin + min(2, end - old_begin))
     if scheduler.get('T_max') is not None:
         scheduler['T_max'] = scaled(scheduler['T_max'])
     if scheduler.get('milestones') is not None:
