@@ -38,6 +38,7 @@ def test_demo_smoke_run_writes_every_metric(tmp_path):
         assert all(float(v) > 25 for v in cells[('linear probe', 'top-1 %')][2:5]), table
     assert re.search(r'differ by \d+\.\d\d points', table)
     assert 'random-init Mask R-CNN and UperNet are not run on a CPU' in table
+    assert 'the spread between runs of the same LocalMIM encoder: Mask R-CNN bbox AP' in table
     for name in ('reconstruction_LocalMIM.png', 'reconstruction_global-only.png', 'loss_curves.png'):
         assert (tmp_path / name).stat().st_size > 10_000, name
         assert f']({name})' in table
