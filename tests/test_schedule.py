@@ -19,8 +19,9 @@ REPO_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PRETRAIN = osp.join(REPO_DIR, 'mm_configs', 'pretrain')
 
 
-def lrs_per_iteration(cfg, iters_per_epoch, base_lr=1.0):
-    """lr of every training iteration under ``cfg.param_scheduler`` (mmengine's schedulers)."""
+def lrs_per_iteration(cfg, iters_per_epoch, base_lr=1.0, total=None):
+    """lr of every training iteration under ``cfg.param_scheduler`` (mmengine's schedulers), for
+    ``total`` iterations (default: the config's epochs)."""
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base_lr)
     schedulers = []
     for spec in cfg.param_scheduler:
@@ -30,7 +31,7 @@ def lrs_per_iteration(cfg, iters_per_epoch, base_lr=1.0):
             schedulers.append(kind.build_iter_from_epoch(optimizer, **spec, epoch_length=iters_per_epoch))
         else:
             schedulers.append(kind(optimizer, **spec))
-    total = cfg.train_cfg.max_epochs * iters_per_epoch
+    total = total or cfg.train_cfg.max_epochs * iters_per_epoch
     lrs = []
     for _ in range(total):
         lrs.append(optimizer.param_groups[0]['lr'])
@@ -51,6 +52,17 @@ def warmup_cosine(total, warmup, start_factor, min_lr, base_lr=1.0):
             t = (i - warmup) / (total - warmup)
             lrs.append(min_lr + (base_lr - min_lr) * (1 + math.cos(math.pi * t)) / 2)
     return lrs
+
+
+def warmup_then_steps(loop, length, warmup, milestones, steps_by_epoch=False):
+    """A config of ``length`` iterations or epochs (``loop``: 'max_iters' / 'max_epochs'): a linear
+    warm-up over ``warmup`` iterations, then the lr x0.1 at each milestone."""
+    kind = 'IterBasedTrainLoop' if loop == 'max_iters' else 'EpochBasedTrainLoop'
+    return Config(dict(
+        train_cfg={'type': kind, loop: length},
+        param_scheduler=[
+            dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=warmup),
+            dict(type='MultiStepLR', by_epoch=steps_by_epoch, begin=0, end=length, milestones=milestones)]))
 
 
 def test_max_epochs_shortens_warmup_and_cosine_together():
@@ -88,26 +100,17 @@ def test_a_short_run_keeps_a_warmup_that_ends():
     # 3000 iterations with a 50-iteration warm-up cut to 80: 50 * 80 / 3000 rounds to 1, and a
     # 1-step LinearLR in mmengine never leaves start_factor (the demo's Mask R-CNN trained at
     # 0.001x its lr). The warm-up stays 2 long, so the run reaches its lr at the second iteration.
-    cfg = Config(dict(
-        train_cfg=dict(type='IterBasedTrainLoop', max_iters=3000),
-        param_scheduler=[
-            dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=50),
-            dict(type='MultiStepLR', by_epoch=False, begin=0, end=3000, milestones=[2400, 2850])]))
+    cfg = warmup_then_steps('max_iters', 3000, warmup=50, milestones=[2400, 2850])
     rescale_schedule(cfg, max_iters=80)
     assert cfg.param_scheduler[0].end == 2
-    cfg.train_cfg.max_epochs = 1  # lrs_per_iteration counts epochs: one epoch of 80 iterations
-    lrs = lrs_per_iteration(cfg, 80)
+    lrs = lrs_per_iteration(cfg, 80, total=80)
     expected = [0.001] + [1.0] * 63 + [0.1] * 12 + [0.01] * 4  # milestones 64 and 76
     torch.testing.assert_close(torch.tensor(lrs), torch.tensor(expected), rtol=1e-6, atol=1e-9)
 
 
 def test_epoch_run_keeps_the_iteration_warmup_in_proportion():
     # mmdet's 1x schedule: 500 warm-up iterations, steps at epochs 8 and 11 of 12
-    cfg = Config(dict(
-        train_cfg=dict(type='EpochBasedTrainLoop', max_epochs=12),
-        param_scheduler=[
-            dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
-            dict(type='MultiStepLR', by_epoch=True, begin=0, end=12, milestones=[8, 11])]))
+    cfg = warmup_then_steps('max_epochs', 12, warmup=500, milestones=[8, 11], steps_by_epoch=True)
     rescale_schedule(cfg, max_epochs=3)
     assert cfg.param_scheduler[0].end == 125
     assert (cfg.param_scheduler[1].end, cfg.param_scheduler[1].milestones) == (3, [2, 3])

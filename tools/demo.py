@@ -51,6 +51,7 @@ PRETRAIN = {  # name -> config
     'global-only': 'mm_configs/pretrain/localmim_vit-tiny_global-only_fmnist.py',
 }
 RANDOM = 'random init'
+ENCODERS = [RANDOM, *PRETRAIN]
 PROBE_CONFIG = 'mm_configs/imagenet/vit-tiny_linprobe-features_fmnist.py'
 FINETUNE_CONFIG = 'mm_configs/imagenet/vit-tiny_ft-short_fmnist.py'
 DET_CONFIG = 'mm_configs/coco/mask-rcnn_vit-tiny_simplefpn_fmnist-canvas.py'
@@ -344,7 +345,6 @@ def main():
                 scale = 100 if key.startswith('coco/') else 1
                 metrics[(task, label, name)] = values.get(key, float('nan')) * scale
 
-    start = time.time()
     pictures = {f'reconstruction {name}': f'reconstruction_{name}.png' for name in PRETRAIN}
     for task in ('Mask-R-CNN', 'UperNet'):
         found = sorted((work / f'{task}_LocalMIM').glob('*/vis_data/vis_image/*.png'))[:2]
@@ -355,7 +355,6 @@ def main():
     plot_curves(curves, work / 'loss_curves.png')
     pictures = {'pretraining loss curves': 'loss_curves.png', **pictures}
     times = {key: s.seconds for key, s in stages.items()}
-    times['pictures'] = time.time() - start + sum(times.pop(('pictures', n)) for n in PRETRAIN)
     table = results_table(metrics, times, speeds, noise, data_note, device, sizes, pictures,
                           time.time() - plan.start)
     (work / 'results.md').write_text(table)
@@ -366,9 +365,6 @@ def main():
 
 def slug(name):
     return name.replace(' ', '-')
-
-
-ENCODERS = [RANDOM, *PRETRAIN]
 
 
 def build_stages(work, sizes, data_root):
