@@ -268,3 +268,77 @@ def test_swin_step_traces_as_one_graph_with_plans_made_ahead():
     explained = torch._dynamo.explain(LocalMIM.masked_loss)(model, images, *model.prepare_mask(images))
     assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize('shared', [False, True], ids=['per-image', 'shared'])
+def test_patch_embedding_of_selected_patches_is_the_convolution(shared):
+    """Embedding only the kept patches (a GEMM on flattened patches) gives the convolution's
+    tokens at those positions, and the same weight gradients."""
+    from localmim.models.layers import PatchEmbed
+    torch.manual_seed(0)
+    embed = PatchEmbed(patch_size=4, in_chans=3, embed_dim=8, norm=True)
+    images = torch.randn(3, 3, 16, 24)
+    index = torch.tensor([1, 5, 6, 20]) if shared else torch.stack([torch.randperm(24)[:5] for _ in range(3)])
+    conv = embed.proj(images).flatten(2).transpose(1, 2)  # [B, 24, 8]
+    expected = conv[:, index] if shared else torch.stack([conv[b, index[b]] for b in range(3)])
+    expected = embed.norm(expected)
+    got = embed(images, index)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    weights = torch.randn_like(got)
+    g_expected = torch.autograd.grad((expected * weights).sum(), list(embed.parameters()))
+    g_got = torch.autograd.grad((got * weights).sum(), list(embed.parameters()))
+    for a, b in zip(g_got, g_expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_cuda_graph_mode_refuses_gradient_accumulation():
+    """CUDA-graph replays reuse their outputs, gradients too, so accumulating them is refused."""
+    model = tiny_vit(compile=dict(mode='reduce-overhead')).train()
+    assert model.uses_cuda_graphs and not tiny_vit(compile=True).uses_cuda_graphs
+    optim = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-3), accumulative_counts=2)
+    with pytest.raises(ValueError, match="mode 'reduce-overhead' replays CUDA graphs.*accumulative_counts=2"):
+        model.guarded_update(dict(loss=torch.ones((), requires_grad=True)), optim)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_cuda_graph_training_steps_match_eager():
+    """compile=dict(mode='reduce-overhead'): three SGD steps replayed as CUDA graphs give the
+    eager run's losses and weights (SGD: an update proportional to the gradient, so rounding
+    differences stay small), and no graph was skipped."""
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
+    runs = []
+    for options in (None, dict(mode='reduce-overhead')):
+        model = tiny_vit(compile=options or False).cuda().train()
+        optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
+        logs = [model.train_step(loader_batch(model, seed=s), optim) for s in range(3)]
+        runs.append(([float(log['loss']) for log in logs], [p.detach().clone() for p in model.parameters()]))
+    (eager_losses, eager_weights), (graph_losses, graph_weights) = runs
+    assert counters['inductor']['cudagraph_skips'] == 0, dict(counters['inductor'])
+    torch.testing.assert_close(graph_losses, eager_losses, rtol=1e-4, atol=1e-6)
+    for a, b in zip(graph_weights, eager_weights):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize('make', [tiny_vit, tiny_swin], ids=['vit', 'swin'])
+def test_predicting_masked_cells_only_gives_the_full_predictions_loss(make):
+    """masked_loss (decoders of scale >= 1 predict the masked tokens' cells only) equals the loss of
+    the full-grid predictions (forward_loss of forward_decoders), values and gradients."""
+    model = make().train()
+    images = torch.randn(2, 3, model.encoder.img_size, model.encoder.img_size)
+    mask, num_visible, plans = model.prepare_mask(images)
+    targets = model.compute_targets(images)
+    full = model.forward_loss(model.forward_decoders(model.forward_encoder(images, mask, num_visible, plans), mask,
+                                                     num_visible), targets, mask)
+    fast = model.masked_loss(images, mask, num_visible, plans)
+    assert any(d.scale >= 1 for d in model.decoders)
+    params = [p for p in model.parameters() if p.requires_grad]
+    g_full = torch.autograd.grad(sum(full.values()), params, allow_unused=True)
+    g_fast = torch.autograd.grad(sum(fast.values()), params, allow_unused=True)
+    for name in full:
+        torch.testing.assert_close(fast[name], full[name], rtol=1e-5, atol=1e-6)
+    for (name, _), a, b in zip(model.named_parameters(), g_fast, g_full):
+        if b is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)

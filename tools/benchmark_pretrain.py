@@ -5,8 +5,9 @@ Measures, in one run and on one device, with the config's model:
   * full step: LocalMIM forward + backward (targets, encoder, decoders, loss; no optimizer update);
   * bare step: the masked encoder forward + backward alone (same mask ratio, same visible tokens);
   * targets: the target computation alone.
-  * with ``--compile``: the full step with the model's ``compile=True`` (torch.compile of the
-    masked forward + loss; the compile time is reported apart).
+  * with ``--compile``: the full step with the model's ``compile`` option (torch.compile of the
+    masked forward + loss, ``--compile-mode`` e.g. 'reduce-overhead' for CUDA graphs; the compile
+    time is reported apart) and the bare encoder compiled alike, for a compiled full/bare ratio.
 Reports images/s of each, peak memory (CUDA: allocated; CPU: the process's max RSS), the ratio
 full/bare and the target share of a full step, the achieved TFLOP/s (model FLOPs counted by
 torch's FlopCounterMode) and on known GPUs the MFU. For a Swin encoder it also times the dense
@@ -14,7 +15,8 @@ baseline (every masked token replaced by a mask token, the encoder on the full g
 tools/benchmark_swin.py) and reports sparse/dense wall clock.
 
     python tools/benchmark_pretrain.py mm_configs/pretrain/localmim_vit-b_1600e_in1k.py --batch-size 8
-    python tools/benchmark_pretrain.py CONFIG --device cuda --dtype bfloat16 --batch-size 256 --compile
+    python tools/benchmark_pretrain.py CONFIG --device cuda --dtype bfloat16 --batch-size 256 --compile \
+        --compile-mode reduce-overhead
 """
 import argparse
 import statistics
@@ -87,19 +89,21 @@ def main():
     autocast = torch.autocast(device.type, dtype=dtype, enabled=args.dtype != 'float32')
     params = [p for p in model.parameters() if p.requires_grad]
 
-    def full_step():
+    def full_step():  # eager, whatever the model's compile option
         with autocast:
-            loss = sum(model.loss(images).values())
+            loss = sum(model.masked_loss(images, *model.prepare_mask(images)).values())
         loss.backward()
         for p in params:
             p.grad = None
 
-    def bare_step():
-        mask, num_visible, plans = model.prepare_mask(images)
+    def bare_loss(model, images, mask, num_visible, plans):
         extra = dict(plans=plans) if plans is not None else dict(num_visible=num_visible)
+        out = model.encoder.forward_intermediates(images, [max(model.taps)], mask=mask, **extra)[-1]
+        return out.float().pow(2).mean()
+
+    def bare_step():
         with autocast:
-            out = model.encoder.forward_intermediates(images, [max(model.taps)], mask=mask, **extra)[-1]
-            loss = out.float().pow(2).mean()
+            loss = bare_loss(model, images, *model.prepare_mask(images))
         loss.backward()
         for p in params:
             p.grad = None
@@ -110,11 +114,22 @@ def main():
     steps = [(full_step, 'full'), (bare_step, 'bare'), (target_step, 'targets')]
     compile_time = None
     if args.compile:
-        compiled_loss = torch.compile(type(model).masked_loss, mode=args.compile_mode)
+        # the model's own compile option (LocalMIM.loss), and the bare encoder compiled alike
+        model.compile_options = dict(mode=args.compile_mode)
+        compiled_bare_loss = torch.compile(bare_loss, mode=args.compile_mode)
 
         def compiled_step():
             with autocast:
-                loss = sum(compiled_loss(model, images, *model.prepare_mask(images)).values())
+                loss = sum(model.loss(images).values())
+            loss.backward()
+            for p in params:
+                p.grad = None
+
+        def compiled_bare_step():
+            if model.uses_cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            with autocast:
+                loss = compiled_bare_loss(model, images, *model.prepare_mask(images))
             loss.backward()
             for p in params:
                 p.grad = None
@@ -122,7 +137,8 @@ def main():
         compiled_step()
         sync(device)
         compile_time = time.perf_counter() - start
-        steps.append((compiled_step, 'compiled'))
+        compiled_bare_step()
+        steps += [(compiled_step, 'compiled'), (compiled_bare_step, 'compiled bare')]
     if type(model.encoder).__name__ == 'SwinTransformer':
         from benchmark_swin import dense_mask_token_loss
         token = torch.nn.Parameter(torch.zeros(1, 1, model.encoder.dims[0], device=device))
@@ -168,11 +184,12 @@ def main():
     print(f'bare encoder : {t_bare * 1e3:8.1f} ms {spread("bare")} -> ratio full/bare = {t_full / t_bare:.3f}')
     print(f'targets      : {t_target * 1e3:8.1f} ms  -> {100 * t_target / t_full:.1f}% of a full step')
     if 'compiled' in samples:
-        t_comp = statistics.median(samples['compiled'])
+        t_comp, t_comp_bare = (statistics.median(samples[k]) for k in ('compiled', 'compiled bare'))
         print(f'compiled     : {t_comp * 1e3:8.1f} ms {spread("compiled")} -> '
-              f'{args.batch_size / t_comp:8.1f} images/s, '
-              f'compiled/eager = {t_comp / t_full:.3f}, compiled/bare = {t_comp / t_bare:.3f} '
-              f'(compiling took {compile_time:.0f} s)')
+              f'{args.batch_size / t_comp:8.1f} images/s, compiled/eager = {t_comp / t_full:.3f} '
+              f'(mode {args.compile_mode or "default"}; compiling took {compile_time:.0f} s)')
+        print(f'compiled bare: {t_comp_bare * 1e3:8.1f} ms {spread("compiled bare")} -> ratio compiled '
+              f'full/bare = {t_comp / t_comp_bare:.3f}')
     if 'dense' in samples:
         t_dense = statistics.median(samples['dense'])
         print(f'dense Swin   : {t_dense * 1e3:8.1f} ms {spread("dense")} -> ratio sparse/dense = '

@@ -36,7 +36,7 @@ class LocalDecoder(nn.Module):
         if pred_layer == 'linear' and scale != 1:
             raise ValueError(f"decoder pred_layer='linear' predicts on the token grid; it cannot rescale "
                              f"by {scale} (use 'conv')")
-        self.grid_size, self.with_cls = tuple(grid_size), with_cls
+        self.grid_size, self.with_cls, self.scale = tuple(grid_size), with_cls, scale
         self.embed = nn.Linear(in_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         pos = sincos_pos_embed(dim, self.grid_size, with_cls=with_cls)[None]
@@ -55,10 +55,48 @@ class LocalDecoder(nn.Module):
     def no_weight_decay(self):
         return {'mask_token', 'pos_embed'}
 
-    def forward(self, tokens, visible_index):
+    def forward(self, tokens, visible_index, query_index=None):
         """tokens: [B, (1+)N_vis, in_dim]; visible_index: [B, N_vis] raster positions of the
         visible tokens in the grid. Returns [B, out_dim, h*scale, w*scale] (a channels-first view
-        of channels-last memory)."""
+        of channels-last memory).
+
+        With ``query_index`` [B, n] (grid positions, ``scale >= 1``): only those tokens' cells,
+        [B, n, scale**2, out_dim] (each token's scale x scale cells in raster order). Every token
+        still serves as key and value, so the values equal the full prediction's there; the last
+        block's queries, MLP and the rescale head run on the n tokens only.
+        """
+        x = self.grid_tokens(tokens, visible_index)
+        if query_index is not None:
+            return self.predict_at(x, query_index)
+        for block in self.blocks:
+            x = block(x)
+        x = self.norm(x)
+        if self.with_cls:
+            x = x[:, 1:]
+        # channels-last all the way (the rescale head as per-cell Linears); a channels-first view out
+        B, _, D = x.shape
+        grid = x.reshape(B, *self.grid_size, D)
+        out = self.pred(grid) if isinstance(self.pred, nn.Linear) else apply_rescale_tokens(grid, self.pred)
+        return out.permute(0, 3, 1, 2)
+
+    def predict_at(self, x, query_index):
+        """Grid tokens x [B, (1+)h*w, dim] -> predictions [B, n, scale**2, out_dim] at the grid
+        positions ``query_index`` [B, n]."""
+        if self.scale < 1:
+            raise ValueError(f'a decoder that pools (scale {self.scale}) predicts every cell from several '
+                             f'tokens; it cannot predict at single tokens')
+        for block in self.blocks[:-1]:
+            x = block(x)
+        x = self.norm(self.blocks[-1].forward_at(x, query_index + int(self.with_cls)))
+        B, n, D = x.shape
+        if isinstance(self.pred, nn.Linear):
+            return self.pred(x)[:, :, None]
+        cells = apply_rescale_tokens(x.reshape(B * n, 1, 1, D), self.pred)  # [B*n, s, s, out_dim]
+        return cells.reshape(B, n, -1, cells.shape[-1])
+
+    def grid_tokens(self, tokens, visible_index):
+        """Visible tokens [B, (1+)N_vis, in_dim] -> the decoder's input [B, (1+)h*w, dim]: embedded,
+        mask tokens at the other positions, positions added."""
         x = self.embed(tokens)
         cls, x = (x[:, :1], x[:, 1:]) if self.with_cls else (None, x)
         B, _, D = x.shape
@@ -67,13 +105,4 @@ class LocalDecoder(nn.Module):
         full = full.scatter(1, visible_index[..., None].expand(-1, -1, D), x)
         if cls is not None:
             full = torch.cat([cls, full], dim=1)
-        x = full + self.pos_embed
-        for block in self.blocks:
-            x = block(x)
-        x = self.norm(x)
-        if cls is not None:
-            x = x[:, 1:]
-        # channels-last all the way (the rescale head as per-cell Linears); a channels-first view out
-        grid = x.reshape(B, h, w, D)
-        out = self.pred(grid) if isinstance(self.pred, nn.Linear) else apply_rescale_tokens(grid, self.pred)
-        return out.permute(0, 3, 1, 2)
+        return full + self.pos_embed

@@ -459,7 +459,12 @@ class SwinTransformer(BaseModule):
         read back to the host).
         """
         grid = self.patch_embed.grid_size(*x.shape[-2:])
-        return self.forward_tokens(self.patch_embed(x), grid, indices, mask, detach_between, plans)
+        if mask is None:
+            return self.forward_tokens(self.patch_embed(x), grid, indices, None, detach_between, plans)
+        if plans is None:
+            plans = self.mask_plans(grid, mask, indices, x.device)
+        tokens = self.patch_embed(x, plans[0].index)  # only the visible patches are embedded
+        return self.run_stages(tokens, plans, self.tap_points(indices), detach_between)
 
     def forward(self, x):
         """Images [B, C, H, W] -> tuple of normalised maps [B, C_i, H_i, W_i], one per ``out_indices``."""

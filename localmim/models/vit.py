@@ -36,9 +36,9 @@ VIT_ARCHS = {
 }
 
 
-def visible_tokens(tokens, mask, num_visible=None):
-    """Keep the visible tokens in raster order: [B, L, D], mask bool [B, L] (True = masked)
-    with the same number masked per row -> [B, L_visible, D].
+def visible_index(mask, num_visible=None):
+    """Positions of the visible patches, ascending: mask bool [B, L] (True = masked) with the
+    same number masked per row -> index [B, L_visible].
 
     ``num_visible`` (the count, known ahead, e.g. from the mask ratio) keeps this free of host
     reads and data-dependent shapes (a compiled, sync-free step); without it the count is read
@@ -51,8 +51,7 @@ def visible_tokens(tokens, mask, num_visible=None):
                              f'{sorted(set(counts.tolist()))}')
         num_visible = int(counts[0])
     # a stable sort of the 0/1 mask lists each row's visible positions first, in ascending order
-    index = mask.to(torch.uint8).argsort(dim=1, stable=True)[:, :num_visible]
-    return tokens.gather(1, index[..., None].expand(-1, -1, tokens.shape[-1]))
+    return mask.to(torch.uint8).argsort(dim=1, stable=True)[:, :num_visible]
 
 
 def resample_pos_embed(pos_embed, src_grid, dst_grid, num_prefix=1):
@@ -272,9 +271,11 @@ class VisionTransformer(BaseModule):
         """Images [B, C, H, W] -> tokens [B, (1 +) L(_visible), D] with positions, cls first."""
         grid = self.patch_embed.grid_size(*x.shape[-2:])
         pos_embed = resample_pos_embed(self.pos_embed, self.grid, grid)
-        tokens = self.patch_embed(x) + pos_embed[:, 1:]
-        if mask is not None:
-            tokens = visible_tokens(tokens, mask.flatten(1), num_visible)
+        if mask is None:
+            tokens = self.patch_embed(x) + pos_embed[:, 1:]
+        else:  # only the visible patches are embedded
+            index = visible_index(mask.flatten(1), num_visible)
+            tokens = self.patch_embed(x, index) + pos_embed[0, 1:][index]
         if not self.num_prefix_tokens:
             return tokens
         cls = (self.cls_token + pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
@@ -301,7 +302,7 @@ class VisionTransformer(BaseModule):
         """Raw outputs of the blocks in ``indices`` (ascending), each [B, (1 +) L(_visible), D].
 
         mask: optional bool [B, h, w] or [B, L], True = masked patch (dropped before the blocks).
-        num_visible: visible patches per sample when known ahead (no host read; see :func:`visible_tokens`).
+        num_visible: visible patches per sample when known ahead (no host read; see :func:`visible_index`).
         detach_between: cut the gradient after each returned block (gradient-isolated segments).
         Blocks after the last index are not run.
         """
