@@ -39,6 +39,7 @@ def test_demo_smoke_run_writes_every_metric(tmp_path):
     assert re.search(r'differ by \d+\.\d\d points', table)
     assert 'random-init Mask R-CNN and UperNet are not run on a CPU' in table
     assert 'the spread between runs of the same LocalMIM encoder: Mask R-CNN bbox AP' in table
+    assert 'these sizes differ, so they mark nothing here' in table  # measured at --scale 1 only
     for name in ('reconstruction_LocalMIM.png', 'reconstruction_global-only.png', 'loss_curves.png'):
         assert (tmp_path / name).stat().st_size > 10_000, name
         assert f']({name})' in table
@@ -86,3 +87,20 @@ def test_stages_run_side_by_side_after_what_they_wait_for(tmp_path):
     with pytest.raises(SystemExit, match=r'broken tool failed \(log: .*bad.log\): error: no such file x.pth'):
         demo.run_stages(demo.Plan([bad, late], slots=2), threads=1)
     assert late.started is None
+
+
+def test_once_measured_noise_marks_only_the_sizes_it_was_measured_at():
+    """A Mask R-CNN lead below the once-measured spread is "within noise" at the CPU sizes of
+    --scale 1 (where the spread was measured); at other sizes it is not marked."""
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import demo
+    metrics = {('Mask R-CNN', 'bbox AP', 'LocalMIM'): 30.0, ('Mask R-CNN', 'bbox AP', 'global-only'): 28.0}
+    times = {('pretrain', n): 60 for n in demo.PRETRAIN} | {('det', n): 60 for n in demo.PRETRAIN}
+    speeds = {n: 100.0 for n in demo.PRETRAIN}
+
+    def det_row(sizes):
+        table = demo.results_table(metrics, times, speeds, 1.0, 'data', 'cpu', sizes, {}, 600)
+        return next(line for line in table.splitlines() if line.startswith('| Mask R-CNN'))
+    assert '+2.00 (within noise)' in det_row(demo.CPU_SIZES)
+    smaller = dict(demo.CPU_SIZES, det_iters=30)
+    assert '| +2.00 |' in det_row(smaller) and 'within noise' not in det_row(smaller)
