@@ -127,7 +127,7 @@ class LocalMIM(BaseModel):
             compiles into one graph; the non-finite guard and the optimizer step stay eager.
             On a GPU use ``dict(mode='reduce-overhead')``: the compiled forward and backward then
             replay as CUDA graphs, which removes the host's launch cost (ViT-B, batch 256 on an
-            H200: 33 ms per step against 43 ms compiled without graphs and 59 ms eager). Each call
+            H200: 31 ms per step against 41 ms compiled without graphs and 51 ms eager). Each call
             of :meth:`loss` starts a new graph step, so gradient accumulation
             (``accumulative_counts > 1``) is refused in that mode. (mmengine's ``cfg.compile``
             instead compiles the whole ``train_step``, breaking the graph at the guard's host read.)
