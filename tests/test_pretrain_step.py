@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.optim import OptimWrapper
+from mmengine.structures import BaseDataElement
 
 from localmim.datasets.masking import RandomMaskGenerator, num_visible_cells
 from localmim.datasets.transforms import PackInputs
@@ -26,9 +27,15 @@ def tiny_vit(**kw):
         decoder=dict(dims=16, num_heads=2), **kw))
 
 
-def tiny_swin():
+def tiny_swin(**encoder):
     torch.manual_seed(0)
-    return build_model(tiny_swin_cfg())
+    cfg = tiny_swin_cfg()
+    cfg['encoder'].update(encoder)
+    return build_model(cfg)
+
+
+# 3x3 mask units of 8/4/2/1 tokens under windows of 3: the tight packing varies with the mask
+CUT_WINDOWS = dict(img_size=96, window_size=3)
 
 
 def tiny_swin_cfg():
@@ -268,6 +275,66 @@ def test_swin_step_traces_as_one_graph_with_plans_made_ahead():
     explained = torch._dynamo.explain(LocalMIM.masked_loss)(model, images, *model.prepare_mask(images))
     assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
     torch._dynamo.reset()
+
+
+def unit_masks(visible_sets, cells=9, batch=2):
+    """Per visible set, a batch of data samples holding its host mask on a 3x3 unit grid, as
+    ``PackInputs`` packs them."""
+    masks = []
+    for visible in visible_sets:
+        mask = np.ones(cells, dtype=bool)
+        mask[list(visible)] = False
+        masks.append([BaseDataElement(metainfo=dict(mask=mask.reshape(3, 3))) for _ in range(batch)])
+    return masks
+
+
+def window_shapes(plans):
+    return [(w.bins, w.size, w.attend is None) for plan in plans for w in plan.windows]
+
+
+def test_swin_static_plans_give_the_tight_packings_losses_and_gradients():
+    """Static plans (bins fixed by the visible count, padded) give the losses and parameter
+    gradients of plans packed as tightly as each mask allows (static=False, shapes vary)."""
+    model = tiny_swin(**CUT_WINDOWS).train()
+    torch.manual_seed(1)
+    images = torch.randn(2, 3, 96, 96)
+    params = [p for p in model.parameters() if p.requires_grad]
+    static_shapes, tight_shapes = set(), set()
+    for samples in unit_masks([(0, 1), (2, 6), (4, 8), (5, 7)]):
+        mask, num_visible, static = model.prepare_mask(images, samples)
+        tight = model.encoder.mask_plans((24, 24), mask[:1], model.taps, static=False)
+        static_shapes.add(tuple(window_shapes(static)))
+        tight_shapes.add(tuple(window_shapes(tight)))
+        runs = []
+        for plans in (static, tight):
+            losses = model.masked_loss(images, mask, num_visible, plans)
+            runs.append((losses, torch.autograd.grad(sum(losses.values()), params, allow_unused=True)))
+        (losses, grads), (expected, expected_grads) = runs
+        for name in expected:
+            torch.testing.assert_close(losses[name], expected[name], rtol=1e-5, atol=1e-6)
+        for (name, _), a, b in zip(model.named_parameters(), grads, expected_grads):
+            assert (a is None) == (b is None), name
+            if b is not None:
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+    assert len(static_shapes) == 1 and len(tight_shapes) == 4  # padding hid real differences
+
+
+def test_swin_step_compiles_once_for_masks_of_one_visible_count():
+    """The compiled step (LocalMIM.masked_loss) meets masks with the same number of visible units
+    at different places without recompiling: the plans' shapes depend on the count only."""
+    graphs = []
+
+    def counting_backend(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+    model = tiny_swin(**CUT_WINDOWS).train()
+    images = torch.randn(2, 3, 96, 96)
+    torch._dynamo.reset()
+    step = torch.compile(LocalMIM.masked_loss, backend=counting_backend)
+    for samples in unit_masks([(0, 1), (2, 6), (4, 8)]):
+        step(model, images, *model.prepare_mask(images, samples))
+    torch._dynamo.reset()
+    assert len(graphs) == 1
 
 
 @pytest.mark.parametrize('shared', [False, True], ids=['per-image', 'shared'])

@@ -13,6 +13,7 @@ from mmengine.config import Config
 from mmengine.structures import BaseDataElement
 
 from localmim.models.localmim import LocalMIM
+from localmim.models import swin
 from localmim.models.swin import SwinTransformer, resize_rel_pos_table
 from localmim.models.targets import PixelTarget
 from localmim.registry import build_model
@@ -96,7 +97,21 @@ def naive_swin_taps(model, images, keep):
     (64, 2, [[1, 0], [0, 1]]),  # 16/8/4/2 grids
 ])
 def test_sparse_equals_naive_dense_on_visible_tokens(img_size, window, units):
-    model = tiny_swin(img_size, window)
+    check_against_naive_dense(tiny_swin(img_size, window), img_size, units)
+
+
+def test_mask_beyond_the_static_bins_falls_back_to_worst_case_bins(monkeypatch):
+    """Static bins fitted to a single sampled placement: a mask that needs more bins gets the
+    worst-case layout (with a warning) and stays exact."""
+    monkeypatch.setattr(swin, 'PLACEMENTS', 1)
+    model = tiny_swin(96, 3)
+    with pytest.warns(UserWarning, match='worst-case'):
+        check_against_naive_dense(model, 96, [[1, 1, 1], [0, 0, 0], [1, 0, 1]])
+
+
+def check_against_naive_dense(model, img_size, units):
+    """Taps and parameter gradients of the sparse model with ``units`` [h, w] visible (1) equal
+    the naive dense Swin's on the visible tokens."""
     torch.manual_seed(1)
     images = torch.randn(2, 3, img_size, img_size)
     visible = torch.tensor(units, dtype=torch.bool)

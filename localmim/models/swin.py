@@ -10,10 +10,20 @@ restricted to the visible tokens would give it:
   relative position bias of the true coordinates. Shifted layers keep Swin's semantics: a window
   that would wrap around the border is split into its separate regions (what the cyclic shift +
   attention mask of Swin does). On each axis the window group is ``(coord + window - shift) // window``.
-- the groups are packed first-fit-decreasing into bins of one size (at most window^2, chosen for
-  the least padding); one bin is one attention problem, with a block-diagonal mask between the
-  groups sharing it. Padding slots form a group of their own, so no row is fully masked and the
-  result is exact. The whole block runs in this packed layout (its other layers act per token).
+- the groups are packed first-fit-decreasing into bins of one size; one bin is one attention
+  problem, with a block-diagonal mask between the groups sharing it. Padding slots form a group
+  of their own, so no row is fully masked and the result is exact. The whole block runs in this
+  packed layout (its other layers act per token).
+- static shapes (masked plans, the default): the number and size of the bins of each layer depend
+  only on (input grid, mask grid, number of visible units), not on where the units are, so a
+  compiled step (CUDA graphs) never recompiles for a new mask. They are fixed once per count from
+  up to ``PLACEMENTS`` placements of the units (all of them when there are fewer; seeded otherwise):
+  the (bins, size) of least estimated cost that fits every one of them. A rare placement that does
+  not fit falls back to a worst-case layout that fits any (a second shape, compiled once). Swin-B
+  at 224, 12 of 49 units: stage 0 12 bins of 72 / 15 of 56 (unshifted / shifted; 864 / 840 slots
+  for 768 tokens), stage 1 3 bins of 72 (216 for 192), one bin of all tokens in stages 2-3; about
+  1.5e-4 of the random masks need the fallback. Without a mask (or ``static=False``) the bins fit
+  the mask at hand (size at most window^2).
 - grids that the window does not divide: windows at the border are simply smaller (no padding
   tokens); timm/mmdet pad with zero tokens that real tokens then attend to.
 - patch merging concatenates the 2x2 neighbours in the standard Swin/timm order
@@ -26,7 +36,9 @@ at the START of stages 1-3, ``layers.{i}.blocks.{j}``, ``norm``), so timm weight
 LayerNorm eps is 1e-6 everywhere (pretraining and downstream alike), so pretrained weights transfer
 exactly; the release used 1e-6 in pretraining and 1e-5 downstream, a mismatch we do not copy.
 """
+import itertools
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +61,7 @@ SWIN_ARCHS = {
 }
 
 MERGE_ORDER = ((0, 0), (1, 0), (0, 1), (1, 1))  # (row, col) offsets of the 4 merged neighbours
+PLACEMENTS = 2000  # mask placements that fix the static bins of a visible count (see the module doc)
 
 
 # ---- plans: index tensors for one token subset ---------------------------------------------------
@@ -81,7 +94,8 @@ class WindowPlan:
     gather: [bins * size] token in each slot (padding slots repeat token 0).
     scatter: [N] slot of each token.
     rel_index: [bins, size, size] relative-position table row of each slot pair (0 across groups).
-    attend: bool [bins, 1, size, size], True within a group; None when every bin is one full window.
+    attend: bool [bins, 1, size, size], True within a group (padding slots: among themselves);
+        None only in unmasked plans whose bins are all one full window.
     """
     gather: torch.Tensor
     scatter: torch.Tensor
@@ -97,8 +111,9 @@ class StagePlan:
 
     grid: (h, w) of the stage. index: [N] raster positions of the present tokens.
     merge_index: [N, 4] rows of the previous stage's tokens merged into each token (index N_prev
-    = zero padding at an odd border, then ``zero_padded``), None for stage 0. windows: plans of
-    the unshifted and, if the stage shifts, the shifted layers (block j uses ``windows[j % len(windows)]``).
+    = zero padding at an odd border; ``zero_padded``: the previous grid is odd, so a zero token is
+    appended), None for stage 0. windows: plans of the unshifted and, if the stage shifts, the
+    shifted layers (block j uses ``windows[j % len(windows)]``).
     """
     grid: tuple
     index: torch.Tensor
@@ -142,6 +157,53 @@ def best_packing(sizes, window_area):
     return best
 
 
+def static_layout(samples, window_area, dim):
+    """(bins, size) that first-fit-decreasing fits every sample of group sizes into (all samples
+    hold the same N tokens), at the least estimated cost ``bins * size * (6 * dim + size)``
+    (per-token layers + attention FLOPs), then the smaller size. Sizes: one bin of all N tokens
+    (when N <= 2 * window_area), the window area and the multiples of 8 up to twice it."""
+    num = sum(samples[0])
+    sizes = {window_area, *range(-(-window_area // 8) * 8, 2 * window_area + 1, 8)}
+    sizes = {s for s in sizes if s < num} | ({num} if num <= 2 * window_area else set())
+    best, best_cost = None, math.inf
+    for size in sorted(sizes):
+        bins = -(-num // size)
+        for groups in samples:  # stops once this size cannot win
+            if bins * size * (6 * dim + size) >= best_cost:
+                break
+            bins = max(bins, first_fit_decreasing(groups, size)[1])
+        if bins * size * (6 * dim + size) < best_cost:
+            best, best_cost = (bins, size), bins * size * (6 * dim + size)
+    return best
+
+
+def worst_case_bins(num, grid, window, shift):
+    """Bins of window_area that first-fit-decreasing needs at most for any N=``num`` tokens of a
+    (shifted) window layout: no more than its windows, and every bin but the last is over half
+    full (a bin opened for a group of x means each earlier one holds > area - x, and a group >= x)."""
+    area = window * window
+    windows = math.prod(int(window_groups(np.arange(n), n, window, shift).max()) + 1 for n in grid)
+    return min(windows, 1 + (num - 1) // ((area + 2) // 2))
+
+
+def static_packing(sizes, layout, grid, window, shift):
+    """First-fit-decreasing packing of group ``sizes`` into the static ``layout`` (bins, size),
+    or, if this placement needs more bins, into the worst-case layout of window_area bins.
+    Returns (place, bins, size)."""
+    bins, size = layout
+    place, used = first_fit_decreasing(sizes, size)
+    if used <= bins:
+        return place, bins, size
+    num, size = sum(sizes), window * window
+    bins = worst_case_bins(num, grid, window, shift)
+    warnings.warn(f'a mask placement needs {used} window bins of {layout[1]} tokens where {layout[0]} were '
+                  f'fixed for its visible count ({num} tokens on a {grid[0]}x{grid[1]} stage): it uses the '
+                  f'worst-case {bins} bins of {size} (another shape: a compiled step compiles once more)')
+    place, used = first_fit_decreasing(sizes, size)
+    assert used <= bins, (used, bins)
+    return place, bins, size
+
+
 def window_groups(coords, length, window, shift):
     """Window group of each coordinate along one axis of ``length`` tokens.
 
@@ -153,17 +215,27 @@ def window_groups(coords, length, window, shift):
     return (coords + window - shift) // window
 
 
-def window_plan(rows, cols, grid, window, shift, device=None):
-    """:class:`WindowPlan` for present tokens at (rows, cols) [N] (numpy) of a ``grid`` stage.
-
-    Tokens are grouped by (shifted) window; the groups are packed by :func:`best_packing`, e.g.
-    into one bin of 12 when 12 tokens remain in a 7x7 last stage.
-    """
-    num = rows.size
+def window_group_sizes(rows, cols, grid, window, shift):
+    """Group of each present token at (rows, cols) [N] (numpy, in 0..G-1) and the G group sizes."""
     group = (window_groups(rows, grid[0], window, shift) * (grid[1] // window + 2)
              + window_groups(cols, grid[1], window, shift))
     _, group, counts = np.unique(group, return_inverse=True, return_counts=True)
-    place, bins, size = best_packing(counts.tolist(), window * window)
+    return group, counts
+
+
+def window_plan(rows, cols, grid, window, shift, layout=None, device=None):
+    """:class:`WindowPlan` for present tokens at (rows, cols) [N] (numpy) of a ``grid`` stage.
+
+    Tokens are grouped by (shifted) window; the groups are packed into the static ``layout``
+    (bins, size) by :func:`static_packing`, or, without one, as tightly as :func:`best_packing`
+    finds (e.g. into one bin of 12 when 12 tokens remain in a 7x7 last stage).
+    """
+    num = rows.size
+    group, counts = window_group_sizes(rows, cols, grid, window, shift)
+    if layout is None:
+        place, bins, size = best_packing(counts.tolist(), window * window)
+    else:
+        place, bins, size = static_packing(counts.tolist(), layout, grid, window, shift)
     first_slot = np.array([b * size + offset for b, offset in place])
     order = np.argsort(group, kind='stable')  # tokens grouped, raster order within a group
     starts = np.cumsum(counts) - counts
@@ -179,7 +251,7 @@ def window_plan(rows, cols, grid, window, shift, device=None):
     label, position = label.reshape(bins, size), position.reshape(bins, size)
     same = label[:, :, None] == label[:, None, :]
     rel_index = np.where(same, position[:, :, None] - position[:, None, :] + (window - 1) * 2 * window, 0)
-    one_window_per_bin = num == bins * size and counts.size == bins
+    one_window_per_bin = layout is None and num == bins * size and counts.size == bins
     attend = None if one_window_per_bin else _tensor(same[:, None], device)
     return WindowPlan(_tensor(gather, device), _tensor(scatter, device), _tensor(rel_index, device), attend,
                       bins, size)
@@ -304,7 +376,7 @@ class SwinTransformer(BaseModule):
             if i != self.num_stages - 1:
                 self.add_module(f'norm{i}', nn.LayerNorm(self.dims[i], eps=norm_eps))
         self.norm = nn.LayerNorm(self.dims[-1], eps=norm_eps) if final_norm else nn.Identity()
-        self._unmasked_plans = {}
+        self._unmasked_plans, self._static_layouts = {}, {}
         # the release's init: xavier-uniform Linear weights and patch-embedding conv (as a matrix),
         # zero Linear biases, LayerNorm 1/0; relative position tables truncated normal 0.02
         self.apply(init_transformer_weights)
@@ -365,28 +437,85 @@ class SwinTransformer(BaseModule):
             raise ValueError('the mask hides every token')
         return np.nonzero(keep)
 
-    def plans(self, grid, mask=None, num_stages=None, device=None):
-        """One :class:`StagePlan` per stage (the first ``num_stages``) for an input ``grid``.
-
-        Depends on the mask only (not on the images); plans without a mask are cached per
-        (grid, stages, device), since downstream input sizes repeat.
-        """
-        key = (tuple(grid), num_stages, str(device))
-        if mask is None and key in self._unmasked_plans:
-            return self._unmasked_plans[key]
-        rows, cols = self.present_tokens(grid, mask)
-        merge_index, zero_padded, plans = None, False, []
-        for i in range(num_stages or self.num_stages):
+    def stage_tokens(self, grid, rows, cols, num_stages):
+        """Present tokens of each stage from those of stage 0 at (rows, cols) [N] (numpy): yields
+        (grid, rows, cols, merge_index [N, 4] or None for stage 0, window, shifts) per stage."""
+        merge_index = None
+        for i in range(num_stages):
             if i > 0:
-                num = rows.size
                 rows, cols, merge_index = merge_plan(rows, cols, grid, i)
-                merge_index, zero_padded = _tensor(merge_index, device), bool((merge_index == num).any())
                 grid = ((grid[0] + 1) // 2, (grid[1] + 1) // 2)
             window = self.layers[i].window
             shifted = len(self.layers[i].blocks) > 1 and (grid[0] > window or grid[1] > window)
-            shifts = [0, window // 2] if shifted else [0]
-            windows = [window_plan(rows, cols, grid, window, shift, device) for shift in shifts]
-            plans.append(StagePlan(grid, _tensor(rows * grid[1] + cols, device), merge_index, zero_padded, windows))
+            yield grid, rows, cols, merge_index, window, [0, window // 2] if shifted else [0]
+
+    def static_layouts(self, grid, mask_grid, num_visible, num_stages):
+        """(bins, size) of every stage's window plans ([stage][shift]) for masks of ``num_visible``
+        units on a ``mask_grid`` over an input ``grid``, fitting up to ``PLACEMENTS`` placements of
+        the units (see the module doc; placements that split a merging group cannot occur and are
+        skipped). Cached per arguments."""
+        key = (tuple(grid), tuple(mask_grid), num_visible, num_stages)
+        if key in self._static_layouts:
+            return self._static_layouts[key]
+        cells = mask_grid[0] * mask_grid[1]
+        if math.comb(cells, num_visible) <= PLACEMENTS:
+            placements = itertools.combinations(range(cells), num_visible)
+        else:
+            rng = np.random.default_rng(0)
+            placements = (rng.choice(cells, num_visible, replace=False) for _ in range(PLACEMENTS))
+        samples = {}  # (stage, shift index) -> set of sorted group sizes
+        for visible in placements:
+            mask = np.ones(cells, dtype=bool)
+            mask[list(visible)] = False
+            found = {}
+            try:
+                stages = self.stage_tokens(grid, *self.present_tokens(grid, mask.reshape(mask_grid)), num_stages)
+                for i, (stage_grid, rows, cols, _, window, shifts) in enumerate(stages):
+                    for k, shift in enumerate(shifts):
+                        sizes = window_group_sizes(rows, cols, stage_grid, window, shift)[1]
+                        found[i, k] = tuple(sorted(sizes.tolist(), reverse=True))
+            except ValueError:
+                continue
+            for where, sizes in found.items():
+                samples.setdefault(where, set()).add(sizes)
+        if not samples:
+            raise ValueError(f'no placement of {num_visible} visible units on a {mask_grid[0]}x{mask_grid[1]} '
+                             f'mask survives the patch merging of a {grid[0]}x{grid[1]} token grid')
+        layouts = [[] for _ in range(num_stages)]
+        for (i, _), groups in sorted(samples.items()):
+            layouts[i].append(static_layout(sorted(groups), self.layers[i].window ** 2, self.dims[i]))
+        self._static_layouts[key] = layouts
+        return layouts
+
+    def plans(self, grid, mask=None, num_stages=None, device=None, static=True):
+        """One :class:`StagePlan` per stage (the first ``num_stages``) for an input ``grid``.
+
+        Depends on the mask only (not on the images); plans without a mask are cached per
+        (grid, stages, device), since downstream input sizes repeat. static: with a mask, shapes
+        that depend on the number of visible units only (:meth:`static_layouts`); False packs the
+        windows as tightly as this mask allows (less padding, shapes vary with the mask).
+        """
+        num_stages = num_stages or self.num_stages
+        key = (tuple(grid), num_stages, str(device))
+        if mask is None and key in self._unmasked_plans:
+            return self._unmasked_plans[key]
+        mask = None if mask is None else host_array(mask).astype(bool)
+        stages = list(self.stage_tokens(grid, *self.present_tokens(grid, mask), num_stages))  # checks the mask
+        layouts = None
+        if mask is not None and static:
+            visible = int((~mask.reshape(-1, *mask.shape[-2:])[0]).sum())
+            layouts = self.static_layouts(grid, mask.shape[-2:], visible, num_stages)
+        plans, previous = [], grid
+        for i, (stage_grid, rows, cols, merge_index, window, shifts) in enumerate(stages):
+            windows = [window_plan(rows, cols, stage_grid, window, shift, None if layouts is None else layouts[i][k],
+                                   device)
+                       for k, shift in enumerate(shifts)]
+            zero_padded = bool(previous[0] % 2 or previous[1] % 2) and merge_index is not None
+            if merge_index is not None:
+                merge_index = _tensor(merge_index, device)
+            plans.append(StagePlan(stage_grid, _tensor(rows * stage_grid[1] + cols, device), merge_index,
+                                   zero_padded, windows))
+            previous = stage_grid
         if mask is None:
             if len(self._unmasked_plans) >= 8:
                 self._unmasked_plans.pop(next(iter(self._unmasked_plans)))
@@ -435,10 +564,10 @@ class SwinTransformer(BaseModule):
         last = self.num_stages - 1
         return [(i + 1, 'in') if i < last else (last, 'out') for i in (j % self.num_stages for j in indices)]
 
-    def mask_plans(self, grid, mask, indices, device=None):
+    def mask_plans(self, grid, mask, indices, device=None, static=True):
         """The :meth:`plans` that :meth:`forward_intermediates` with these ``indices`` needs.
         Built on the host from a host ``mask``; pass them to it to keep the forward sync-free."""
-        return self.plans(grid, mask, max(s for s, _ in self.tap_points(indices)) + 1, device)
+        return self.plans(grid, mask, max(s for s, _ in self.tap_points(indices)) + 1, device, static)
 
     def forward_tokens(self, tokens, grid, indices, mask=None, detach_between=False, plans=None):
         """:meth:`forward_intermediates` from patch-embedded tokens [B, h*w, C] of a ``grid``."""
