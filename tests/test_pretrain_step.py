@@ -301,8 +301,8 @@ def test_swin_static_plans_give_the_tight_packings_losses_and_gradients():
     params = [p for p in model.parameters() if p.requires_grad]
     static_shapes, tight_shapes = set(), set()
     for samples in unit_masks([(0, 1), (2, 6), (4, 8), (5, 7)]):
-        mask, num_visible, static = model.prepare_mask(images, samples)
-        tight = model.encoder.mask_plans((24, 24), mask[:1], model.taps, static=False)
+        mask, num_visible, tight = model.prepare_mask(images, samples)  # eager: tight packing
+        static = model.encoder.mask_plans((24, 24), mask[:1], model.taps)  # static=True, as compiled
         static_shapes.add(tuple(window_shapes(static)))
         tight_shapes.add(tuple(window_shapes(tight)))
         runs = []
@@ -328,11 +328,11 @@ def test_swin_step_compiles_once_for_masks_of_one_visible_count():
         graphs.append(graph)
         return graph.forward
     model = tiny_swin(**CUT_WINDOWS).train()
+    model.compile_options = dict(backend=counting_backend)  # the model's own compile option
     images = torch.randn(2, 3, 96, 96)
     torch._dynamo.reset()
-    step = torch.compile(LocalMIM.masked_loss, backend=counting_backend)
     for samples in unit_masks([(0, 1), (2, 6), (4, 8)]):
-        step(model, images, *model.prepare_mask(images, samples))
+        model.loss(images, samples)
     torch._dynamo.reset()
     assert len(graphs) == 1
 

@@ -214,7 +214,9 @@ class LocalMIM(BaseModel):
         plans = None
         if not isinstance(self.encoder, VisionTransformer):
             token_grid = self.encoder.patch_embed.grid_size(H, W)
-            plans = self.encoder.mask_plans(token_grid, mask[:1], self.taps, images.device)
+            # static shapes (one compilation for every mask of the count) only where the step is compiled
+            plans = self.encoder.mask_plans(token_grid, mask[:1], self.taps, images.device,
+                                            static=self.compile_options is not None)
         return to_device(mask, images.device).expand(B, *grid), num_visible, plans
 
     def forward_encoder(self, images, mask, num_visible=None, plans=None):
