@@ -14,8 +14,9 @@ restricted to the visible tokens would give it:
   problem, with a block-diagonal mask between the groups sharing it. Padding slots form a group
   of their own, so no row is fully masked and the result is exact. The whole block runs in this
   packed layout (its other layers act per token).
-- static shapes (masked plans, the default): the number and size of the bins of each layer depend
-  only on (input grid, mask grid, number of visible units), not on where the units are, so a
+- static shapes (masked plans; ``plans``' default, and LocalMIM's when its step is compiled): the
+  number and size of the bins of each layer depend only on (input grid, mask grid, number of
+  visible units), not on where the units are, so a
   compiled step (CUDA graphs) never recompiles for a new mask. They are fixed once per count from
   up to ``PLACEMENTS`` placements of the units (all of them when there are fewer; seeded otherwise):
   the (bins, size) of least estimated cost that fits every one of them. A rare placement that does
