@@ -360,8 +360,9 @@ def test_patch_embedding_of_selected_patches_is_the_convolution(shared):
 
 def test_cuda_graph_mode_refuses_gradient_accumulation():
     """CUDA-graph replays reuse their outputs, gradients too, so accumulating them is refused."""
-    model = tiny_vit(compile=dict(mode='reduce-overhead')).train()
-    assert model.uses_cuda_graphs and not tiny_vit(compile=True).uses_cuda_graphs
+    model = tiny_vit(compile='reduce-overhead').train()  # a mode name, as --cfg-options gives it
+    assert model.compile_options == dict(mode='reduce-overhead') and model.uses_cuda_graphs
+    assert not tiny_vit(compile=True).uses_cuda_graphs
     optim = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-3), accumulative_counts=2)
     with pytest.raises(ValueError, match="mode 'reduce-overhead' replays CUDA graphs.*accumulative_counts=2"):
         model.guarded_update(dict(loss=torch.ones((), requires_grad=True)), optim)
