@@ -237,8 +237,15 @@ class LocalMIM(BaseModel):
         cells per sample; read from the mask if not given)."""
         if num_visible is None:
             num_visible = int((~mask[0]).sum())
-        return [decoder(feat, grid_positions(mask, decoder.grid_size, num_visible)[0])
-                for feat, decoder in zip(feats, self.decoders)]
+        return [decoder(feat, visible) for feat, decoder, (visible, _)
+                in zip(feats, self.decoders, self.decoder_positions(mask, num_visible))]
+
+    def decoder_positions(self, mask, num_visible):
+        """(visible, masked) positions on each decoder's grid (:func:`grid_positions`), computed
+        once per distinct grid (the ViT decoders share the token grid)."""
+        grids = dict.fromkeys(decoder.grid_size for decoder in self.decoders)
+        by_grid = {grid: grid_positions(mask, grid, num_visible) for grid in grids}
+        return [by_grid[decoder.grid_size] for decoder in self.decoders]
 
     def forward_loss(self, preds, targets, mask):
         """One masked-MSE entry per scale (coarse cells weighted by their masked fraction)."""
@@ -262,8 +269,9 @@ class LocalMIM(BaseModel):
         targets = self.compute_targets(inputs)
         feats = self.forward_encoder(inputs, mask, num_visible, plans)
         losses = {}
-        for name, feat, decoder, target in zip(self.loss_names, feats, self.decoders, targets):
-            visible, masked = grid_positions(mask, decoder.grid_size, num_visible)
+        positions = self.decoder_positions(mask, num_visible)
+        for name, feat, decoder, target, (visible, masked) in zip(self.loss_names, feats, self.decoders, targets,
+                                                                  positions):
             if decoder.scale >= 1:
                 pred = decoder(feat, visible, masked)  # [B, n_masked, s*s, C]
                 losses[name] = (pred.float() - cells_at(target, masked, decoder.scale).float()).pow(2).mean()
