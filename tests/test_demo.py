@@ -40,6 +40,7 @@ def test_demo_smoke_run_writes_every_metric(tmp_path):
     assert 'random-init Mask R-CNN and UperNet are not run on a CPU' in table
     assert 'the spread between runs of the same LocalMIM encoder: Mask R-CNN bbox AP' in table
     assert 'these sizes differ, so they mark nothing here' in table  # measured at --scale 1 only
+    assert re.search(r'UperNet item classes recognised .*: LocalMIM \d+ of 10; global-only \d+ of 10', table)
     for name in ('reconstruction_LocalMIM.png', 'reconstruction_global-only.png', 'loss_curves.png'):
         assert (tmp_path / name).stat().st_size > 10_000, name
         assert f']({name})' in table
@@ -104,3 +105,34 @@ def test_once_measured_noise_marks_only_the_sizes_it_was_measured_at():
     assert '+2.00 (within noise)' in det_row(demo.CPU_SIZES)
     smaller = dict(demo.CPU_SIZES, det_iters=30)
     assert '| +2.00 |' in det_row(smaller) and 'within noise' not in det_row(smaller)
+
+
+def test_segmentation_note_reads_the_per_class_table_and_names_a_collapsed_head(tmp_path):
+    """The per-class IoU comes from the last validation table of an mmseg log; a head that paints
+    every item with one class is called collapsed, one that recognises two classes is not."""
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import demo
+
+    def log(ious):
+        rows = '\n'.join(f'| {name:>11} | {iou} | 50.0 |' for name, iou in ious.items())
+        return (f'12/04 20:07:35 - mmengine - INFO - per class results:\n+---+\n|    Class    |  IoU  |  Acc  |\n'
+                f'+---+\n{rows}\n+---+\n12/04 20:07:35 - mmengine - INFO - Iter(val) [100/100]  mIoU: 8.84\n')
+    collapsed = {'background': 86.91, 'T-shirt/top': 0.12, 'Coat': 10.25, 'Bag': 0.0}
+    learning = {'background': 95.7, 'T-shirt/top': 6.78, 'Coat': 20.0, 'Bag': 29.31}
+    (tmp_path / 'a.log').write_text('per class results:\n| background | 1.0 | 1.0 |\n' + log(collapsed))
+    (tmp_path / 'b.log').write_text(log(learning))
+    (tmp_path / 'c.log').write_text('no validation yet\n')
+    assert demo.class_iou(tmp_path / 'a.log') == collapsed  # the last table, not the first
+    assert demo.class_iou(tmp_path / 'c.log') == {}
+
+    text, is_collapsed = demo.segmentation_note({'LocalMIM': collapsed, 'global-only': collapsed})
+    assert is_collapsed and 'LocalMIM 0 of 3; global-only 0 of 3' in text and 'means nothing' in text
+    text, is_collapsed = demo.segmentation_note({'LocalMIM': learning, 'global-only': collapsed})
+    assert not is_collapsed and 'LocalMIM 2 of 3 (Coat, Bag)' in text and 'means nothing' not in text
+
+    metrics = {('UperNet', 'mIoU', 'LocalMIM'): 8.84, ('UperNet', 'mIoU', 'global-only'): 8.98}
+    times = {('pretrain', n): 60 for n in demo.PRETRAIN}
+    speeds = {n: 100.0 for n in demo.PRETRAIN}
+    table = demo.results_table(metrics, times, speeds, 1.0, 'data', 'cpu', demo.CPU_SIZES, {}, 600,
+                               demo.segmentation_note({'LocalMIM': collapsed}))
+    assert '| -0.14 (collapsed head: no comparison) |' in table and 'LocalMIM 0 of 3.' in table
