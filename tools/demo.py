@@ -378,6 +378,7 @@ def main():
     for name in ENCODERS:
         metrics[('fine-tune', 'top-1 %', name)] = last_scalars(work / f'fine-tune_{slug(name)}').get(
             'accuracy/top1', float('nan'))
+    seg_ious = {}  # UperNet's per-class IoU of each encoder (its log's table), for the collapse note
     for task, keys in (('Mask R-CNN', [('coco/bbox_mAP', 'bbox AP'), ('coco/segm_mAP', 'mask AP')]),
                        ('UperNet', [('mIoU', 'mIoU')])):
         for name in ENCODERS if sizes['dense_random'] else PRETRAIN:
@@ -385,9 +386,9 @@ def main():
             for key, label in keys:
                 scale = 100 if key.startswith('coco/') else 1
                 metrics[(task, label, name)] = values.get(key, float('nan')) * scale
+            if task == 'UperNet' and (per_class := class_iou(work / f'{slug(task)}_{slug(name)}.log')):
+                seg_ious[name] = per_class
 
-    seg_ious = {name: class_iou(work / f'UperNet_{slug(name)}.log')
-                for name in (ENCODERS if sizes['dense_random'] else PRETRAIN)}
     pictures = {f'reconstruction {name}': f'reconstruction_{name}.png' for name in PRETRAIN}
     for task in ('Mask-R-CNN', 'UperNet'):
         found = sorted((work / f'{task}_LocalMIM').glob('*/vis_data/vis_image/*.png'))[:2]
@@ -399,7 +400,7 @@ def main():
     pictures = {'pretraining loss curves': 'loss_curves.png', **pictures}
     times = {key: s.seconds for key, s in stages.items()}
     table = results_table(metrics, times, speeds, noise, data_note, device, sizes, pictures,
-                          time.time() - plan.start, segmentation_note({k: v for k, v in seg_ious.items() if v}))
+                          time.time() - plan.start, segmentation_note(seg_ious))
     (work / 'results.md').write_text(table)
     (work / 'results.html').write_text(markdown_to_html(table))
     print('\n' + table, flush=True)
