@@ -77,17 +77,18 @@ SMALLEST = dict(pretrain_iters=2, probe_train=64, probe_test=64, finetune_iters=
 # noise is measured in every run (two random encoders).
 ONCE_MEASURED_NOISE = {('Mask R-CNN', 'bbox AP'): 4.1, ('Mask R-CNN', 'mask AP'): 4.8,
                        ('fine-tune', 'top-1 %'): 0.4}
-# Measured once (2026-12-04, 2 cores, tools/demo.py with dense_random=1, 300 Mask R-CNN and 200
-# UperNet iterations): random init against LocalMIM / global-only in that run.
-RANDOM_DENSE_ON_CPU = ('random-init Mask R-CNN and UperNet are not run on a CPU (budget); measured once '
-                       '(2026-12-04, 300 / 200 iterations): bbox AP 22.1 / mask AP 26.4 / mIoU 10.25 from a '
-                       'random encoder against 31.2 / 36.5 / 9.36 (LocalMIM) and 28.2 / 33.6 / 10.08 '
-                       '(global-only)')
+# Measured once on 2 cores: Mask R-CNN by tools/demo.py with dense_random=1 (2026-12-04, 300
+# iterations), random init against LocalMIM / global-only in that run; UperNet by tools/train.py
+# with the demo's config and canvases (2026-12-05, 300 iterations, the demo's LocalMIM encoder).
+RANDOM_DENSE_ON_CPU = ('random-init Mask R-CNN and UperNet are not run on a CPU (budget); measured once: '
+                       'bbox AP 22.1 / mask AP 26.4 from a random encoder against 31.2 / 36.5 (LocalMIM) and '
+                       '28.2 / 33.6 (global-only) after 300 iterations; UperNet mIoU 9.12 from a random '
+                       'encoder against 8.92 (LocalMIM) after 300 iterations, both heads collapsed')
 # Seconds of one stage on 1 thread of a quiet CPU core, another stage running beside it: start-up +
 # per unit of work (the ETA's prior; a bar replaces it by its measured rate as soon as the stage
 # has logged progress twice).
 COST = dict(data=(5, 0.03), pretrain=(10, 0.66), convert=(8, 0), probe=(12, 0.005), finetune=(10, 0.7),
-            det=(12, 0.6), seg=(15, 0.85), pictures=(20, 0))
+            det=(12, 0.6), seg=(15, 0.45), pictures=(20, 0))
 VAL_COST = dict(finetune=0.006, det=0.15, seg=0.12)  # seconds per validation image
 
 
