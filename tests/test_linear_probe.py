@@ -52,20 +52,52 @@ def test_fit_softmax_reaches_the_optimum():
     assert 60 < tool.accuracy(x, y, w, b) < 100
 
 
-def test_linear_probe_tool_on_tiny_data(tmp_path):
-    tool = load_tool()
+def tiny_probe_options(tmp_path):
     root = tmp_path / 'fmnist'
     write_tiny_fashion_mnist(str(root), num_train=64, num_test=32)
     options = [f'probe_{s}_dataloader.dataset.{k}={v}' for s in ('train', 'test')
                for k, v in (('data_root', root), ('num_samples', 'None'))]
     options += [f'probe_{s}_dataloader.num_workers=0' for s in ('train', 'test')]
     options += [f'probe_{s}_dataloader.persistent_workers=False' for s in ('train', 'test')]
+    return options
+
+
+def test_linear_probe_tool_on_tiny_data(tmp_path):
+    tool = load_tool()
+    options = tiny_probe_options(tmp_path)
     results = tool.main([CONFIG, 'random', 'random:1', '--names', 'a', 'b', '--work-dir', str(tmp_path / 'out'),
                          '--cfg-options', *options, 'probe.l2_grid=(1e-3,1e-1)', 'probe.max_iter=20'])
     saved = json.loads((tmp_path / 'out' / 'linear_probe.json').read_text())
     assert set(saved) == {'a', 'b'} and saved['a']['top1'] == pytest.approx(results['a']['top1'])
+    expected_device = 'cuda' if torch.cuda.is_available() else 'cpu'  # the GPU by default when there is one
+    assert saved['a']['device'] == expected_device
     assert saved['a']['num_train'] == 64 and saved['a']['num_test'] == 32 and saved['a']['feature_dim'] == 4 * 96
     assert set(saved['a']['holdout_top1']) == {'0.001', '0.1'} and saved['a']['l2'] in (0.001, 0.1)
     assert all(0 <= r['top1'] <= 100 for r in saved.values())
     with pytest.raises(ValueError, match='random:SEED'):
         tool.main([CONFIG, 'random:x', '--work-dir', str(tmp_path / 'out'), '--cfg-options', *options])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the refusal on a machine without a GPU')
+def test_linear_probe_tool_refuses_cuda_without_a_gpu(tmp_path):
+    with pytest.raises(ValueError, match='--device cuda: no CUDA GPU'):
+        load_tool().main([CONFIG, 'random', '--device', 'cuda', '--work-dir', str(tmp_path / 'out'),
+                          '--cfg-options', *tiny_probe_options(tmp_path)])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_linear_probe_features_on_the_gpu_equal_the_hosts(tmp_path):
+    """The same random encoder (drawn on the host) gives the same features on the GPU as on the CPU."""
+    tool = load_tool()
+    args = tool.parse_args([CONFIG, 'random', '--cfg-options', *tiny_probe_options(tmp_path)])
+    cfg = tool.load_config(args.config, args.cfg_options, work_dir=str(tmp_path / 'out'))
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import Runner
+    with DefaultScope.overwrite_default_scope('localmim'):
+        loader = Runner.build_dataloader(cfg.probe_test_dataloader, seed=0)
+    feats = {}
+    for device in ('cpu', 'cuda'):
+        model = tool.build_backbone_model(cfg, 'random', seed=0).to(device)
+        feats[device], labels = tool.extract(model, loader, grids=(1,), token_norm=True)
+        assert feats[device].device.type == 'cpu' and labels.shape == (32,)
+    torch.testing.assert_close(feats['cuda'], feats['cpu'], atol=1e-3, rtol=1e-3)

@@ -6,6 +6,9 @@
     python tools/linear_probe.py CONFIG random:1      # ... drawn with seed 1
     python tools/linear_probe.py CONFIG random a.pth b.pth --names random A B   # several, one process
 
+Features are extracted on the GPU when there is one (``--device`` to choose), the softmax layer is
+fitted on the host; a random initialisation is drawn on the host, so it is the same on every device.
+
 CONFIG holds ``model`` (its ``backbone`` is probed; BACKBONE.pth is loaded through
 ``init_cfg=dict(type='Pretrained', prefix='backbone.')`` as in the fine-tuning configs),
 ``probe_train_dataloader`` and ``probe_test_dataloader`` (no augmentation: features are computed
@@ -51,6 +54,7 @@ def parse_args(argv=None):
     parser.add_argument('--names', nargs='+', help='a name per checkpoint in the output (default: the paths)')
     parser.add_argument('--work-dir', help='where linear_probe.json goes (default ./work_dirs/<config name>)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the random initialisation and hold-out split')
+    parser.add_argument('--device', help="where features are extracted (default: 'cuda' if available, else 'cpu')")
     parser.add_argument('--progress', action='store_true',
                         help='print a line "extract NAME SPLIT [i/n]" per extracted batch (read by tools/demo.py)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
@@ -70,12 +74,13 @@ def pool_features(maps, grids, token_norm):
 
 @torch.no_grad()
 def extract(model, loader, grids, token_norm, progress=False, name=''):
-    """Features [N, F] float32 and labels [N] int64 of every image the loader yields."""
+    """Features [N, F] float32 and labels [N] int64 (on the host) of every image the loader yields,
+    computed on the model's device."""
     feats, labels = [], []
     for i, batch in enumerate(loader):
         data = model.data_preprocessor(batch, False)
         maps = model.backbone(data['inputs'])
-        feats.append(pool_features(maps, grids, token_norm).float())
+        feats.append(pool_features(maps, grids, token_norm).float().cpu())
         labels.append(torch.as_tensor([int(s.gt_label) for s in data['data_samples']]))
         if progress:
             print(f'extract {name} [{i + 1}/{len(loader)}]', flush=True)
@@ -164,17 +169,21 @@ def main(argv=None):
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'localmim')):
         loaders = {split: Runner.build_dataloader(cfg[f'probe_{split}_dataloader'], seed=args.seed)
                    for split in ('train', 'test')}
+    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f'--device {args.device}: no CUDA GPU is available here (use --device cpu)')
     results = {}
     for name, checkpoint in zip(names, args.checkpoints):
         start = time.time()
-        model = build_backbone_model(cfg, checkpoint, args.seed)
+        model = build_backbone_model(cfg, checkpoint, args.seed).to(device)
         data = {split: extract(model, loader, opts['grids'], opts['token_norm'], args.progress, f'{name} {split}')
                 for split, loader in loaders.items()}
         extract_s = time.time() - start
         num_classes = int(max(data['train'][1].max(), data['test'][1].max())) + 1
         result = probe(*data['train'], *data['test'], num_classes, opts['l2_grid'], opts['max_iter'],
                        opts['holdout'], args.seed)
-        result.update(checkpoint=checkpoint, config=args.config, feature_dim=int(data['train'][0].shape[1]),
+        result.update(checkpoint=checkpoint, config=args.config, device=str(device),
+                      feature_dim=int(data['train'][0].shape[1]),
                       num_train=len(data['train'][1]), num_test=len(data['test'][1]),
                       extract_seconds=round(extract_s, 1), fit_seconds=round(time.time() - start - extract_s, 1))
         results[name] = result
