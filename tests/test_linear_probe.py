@@ -91,10 +91,7 @@ def test_linear_probe_features_on_the_gpu_equal_the_hosts(tmp_path):
     tool = load_tool()
     args = tool.parse_args([CONFIG, 'random', '--cfg-options', *tiny_probe_options(tmp_path)])
     cfg = tool.load_config(args.config, args.cfg_options, work_dir=str(tmp_path / 'out'))
-    from mmengine.registry import DefaultScope
-    from mmengine.runner import Runner
-    with DefaultScope.overwrite_default_scope('localmim'):
-        loader = Runner.build_dataloader(cfg.probe_test_dataloader, seed=0)
+    loader = tool.build_loaders(cfg, seed=0)['test']
     feats = {}
     for device in ('cpu', 'cuda'):
         model = tool.build_backbone_model(cfg, 'random', seed=0).to(device)

@@ -54,7 +54,8 @@ def parse_args(argv=None):
     parser.add_argument('--names', nargs='+', help='a name per checkpoint in the output (default: the paths)')
     parser.add_argument('--work-dir', help='where linear_probe.json goes (default ./work_dirs/<config name>)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the random initialisation and hold-out split')
-    parser.add_argument('--device', help="where features are extracted (default: 'cuda' if available, else 'cpu')")
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
+                        help='where features are extracted (default: cuda when available)')
     parser.add_argument('--progress', action='store_true',
                         help='print a line "extract NAME SPLIT [i/n]" per extracted batch (read by tools/demo.py)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
@@ -80,11 +81,11 @@ def extract(model, loader, grids, token_norm, progress=False, name=''):
     for i, batch in enumerate(loader):
         data = model.data_preprocessor(batch, False)
         maps = model.backbone(data['inputs'])
-        feats.append(pool_features(maps, grids, token_norm).float().cpu())
+        feats.append(pool_features(maps, grids, token_norm).float())
         labels.append(torch.as_tensor([int(s.gt_label) for s in data['data_samples']]))
         if progress:
             print(f'extract {name} [{i + 1}/{len(loader)}]', flush=True)
-    return torch.cat(feats), torch.cat(labels)
+    return torch.cat(feats).cpu(), torch.cat(labels)  # one copy to the host, no wait per batch
 
 
 def fit_softmax(x, y, num_classes, l2, max_iter):
@@ -131,6 +132,15 @@ def probe(train_x, train_y, test_x, test_y, num_classes, l2_grid, max_iter, hold
             'holdout_top1': {str(k): v for k, v in scores.items()}}
 
 
+def build_loaders(cfg, seed):
+    """{'train': loader, 'test': loader} of the config's ``probe_*_dataloader``."""
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import Runner
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'localmim')):
+        return {split: Runner.build_dataloader(cfg[f'probe_{split}_dataloader'], seed=seed)
+                for split in ('train', 'test')}
+
+
 def build_backbone_model(cfg, checkpoint, seed):
     """The config's model with the backbone's init_cfg pointing at ``checkpoint``, initialised and in
     eval mode; ``'random'`` keeps the random initialisation drawn with ``seed``, ``'random:S'`` with S."""
@@ -164,14 +174,10 @@ def main(argv=None):
     names = args.names or args.checkpoints
     if len(names) != len(args.checkpoints):
         raise ValueError(f'--names gives {len(names)} names for {len(args.checkpoints)} checkpoints')
-    from mmengine.registry import DefaultScope
-    from mmengine.runner import Runner
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'localmim')):
-        loaders = {split: Runner.build_dataloader(cfg[f'probe_{split}_dataloader'], seed=args.seed)
-                   for split in ('train', 'test')}
-    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f'--device {args.device}: no CUDA GPU is available here (use --device cpu)')
+    loaders = build_loaders(cfg, args.seed)
     results = {}
     for name, checkpoint in zip(names, args.checkpoints):
         start = time.time()
