@@ -37,6 +37,7 @@ def test_demo_smoke_run_writes_every_metric(tmp_path):
     if not synthetic:  # 100 training images already lift a linear probe far above chance (10%)
         assert all(float(v) > 25 for v in cells[('linear probe', 'top-1 %')][2:5]), table
     assert re.search(r'differ by \d+\.\d\d points', table)
+    assert re.search(r'fine-tune: \d+ iterations of 16, ', table)  # --scale shortens runs, keeps batches
     assert 'random-init Mask R-CNN and UperNet are not run on a CPU' in table
     assert 'the spread between runs of the same LocalMIM encoder: Mask R-CNN bbox AP' in table
     assert 'these sizes differ, so they mark nothing here' in table  # measured at --scale 1 only
