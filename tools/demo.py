@@ -543,10 +543,9 @@ def results_table(metrics, times, speeds, noise, data_note, device, sizes, pictu
               f'Classification: Fashion-MNIST test split (linear probe: {sizes["probe_test"]} images, features of '
               f'{sizes["probe_train"]} training images, the random-init time covering both seeds; fine-tune: '
               f'{sizes["finetune_iters"]} iterations of {sizes["finetune_batch"]}, {sizes["finetune_val"]} test '
-              'images). Detection and '
-              f'segmentation: {sizes["det_iters"]} / {sizes["seg_iters"]} iterations of 4 canvases, '
-              f'{sizes["canvas_val"]} validation canvases. Times are wall clock with stages running side by '
-              'side.', '', *([] if sizes['dense_random'] else [RANDOM_DENSE_ON_CPU + '.', '']),
+              f'images). Detection and segmentation: {sizes["det_iters"]} / {sizes["seg_iters"]} iterations of 4 '
+              f'canvases, {sizes["canvas_val"]} validation canvases. Times are wall clock with stages running '
+              'side by side.', '', *([] if sizes['dense_random'] else [RANDOM_DENSE_ON_CPU + '.', '']),
               'Targets for the LocalMIM row at full length (issue 17): linear probe >= 80, fine-tune >= 88, '
               'bbox AP >= 30, mask AP >= 25, mIoU >= 50.', '']
     for title, name in pictures.items():
