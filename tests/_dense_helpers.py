@@ -32,8 +32,10 @@ def make_canvas_set(tmp_path_factory, num_train=8, num_val=4, canvas_size=128):
 
 def run_tools(commands, canvas_root):
     """Run ``python tools/<tool> args`` for each (tool, args) of ``commands`` at the same time, from
-    the repo root with FMNIST_CANVAS_ROOT set; fails if any exits non-zero."""
-    env = dict(os.environ, FMNIST_CANVAS_ROOT=canvas_root, OMP_NUM_THREADS=str(max(1, 2 // len(commands))),
+    the repo root with FMNIST_CANVAS_ROOT and FMNIST_SMALL_CANVAS_ROOT set (the small-canvas configs
+    resize any canvas to 64 px); fails if any exits non-zero."""
+    env = dict(os.environ, FMNIST_CANVAS_ROOT=canvas_root, FMNIST_SMALL_CANVAS_ROOT=canvas_root,
+               OMP_NUM_THREADS=str(max(1, 2 // len(commands))),
                PYTHONPATH=os.pathsep.join([REPO_DIR, os.environ.get('PYTHONPATH', '')]))
     processes = [subprocess.Popen([sys.executable, osp.join('tools', tool), *args], cwd=REPO_DIR, env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

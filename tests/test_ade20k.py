@@ -130,7 +130,7 @@ def tiny_segmentor(kind, **test_cfg):
     return build_segmentor(cfg).eval()
 
 
-@pytest.mark.parametrize('kind, image_hw, crop', [('vit', (128, 128), (128, 128)),
+@pytest.mark.parametrize('kind, image_hw, crop', [('vit', (64, 64), (64, 64)),
                                                   ('swin', (96, 128), (160, 160))])
 def test_slide_inference_equals_whole_inference_when_the_window_covers_the_image(kind, image_hw, crop):
     model = tiny_segmentor(kind, mode='slide', crop_size=crop, stride=(85, 85))
@@ -143,15 +143,15 @@ def test_slide_inference_equals_whole_inference_when_the_window_covers_the_image
 
 
 def test_slide_inference_averages_the_overlapping_windows():
-    model = tiny_segmentor('vit', mode='slide', crop_size=(128, 128), stride=(85, 85))
-    x = torch.randn(1, 3, 128, 192)  # two windows: columns 0-127 and 64-191
+    model = tiny_segmentor('vit', mode='slide', crop_size=(64, 64), stride=(32, 32))  # the ViT's 64 px input
+    x = torch.randn(1, 3, 64, 96)  # two windows: columns 0-63 and 32-95
     with torch.no_grad():
-        slide = model.slide_inference(x, [dict(img_shape=(128, 192))])
-        left = model.encode_decode(x[..., :128], [dict(img_shape=(128, 128))])
-        right = model.encode_decode(x[..., 64:], [dict(img_shape=(128, 128))])
-    torch.testing.assert_close(slide[..., :64], left[..., :64])
-    torch.testing.assert_close(slide[..., 64:128], (left[..., 64:] + right[..., :64]) / 2)
-    torch.testing.assert_close(slide[..., 128:], right[..., 64:])
+        slide = model.slide_inference(x, [dict(img_shape=(64, 96))])
+        left = model.encode_decode(x[..., :64], [dict(img_shape=(64, 64))])
+        right = model.encode_decode(x[..., 32:], [dict(img_shape=(64, 64))])
+    torch.testing.assert_close(slide[..., :32], left[..., :32])
+    torch.testing.assert_close(slide[..., 32:64], (left[..., 32:] + right[..., :32]) / 2)
+    torch.testing.assert_close(slide[..., 64:], right[..., 32:])
 
 
 def test_tiny_vit_config_takes_the_tiny_pretrained_encoder(tmp_path):

@@ -28,9 +28,9 @@ def test_demo_smoke_run_writes_every_metric(tmp_path):
     assert list(cells) == [(next(iter(cells))[0], 'images/s'), ('linear probe', 'top-1 %'), ('fine-tune', 'top-1 %'),
                            ('Mask R-CNN', 'bbox AP'), ('Mask R-CNN', 'mask AP'), ('UperNet', 'mIoU')]
     for key, row in cells.items():
-        classification = key[0] in ('linear probe', 'fine-tune')  # random-init rows; dense ones on a GPU only
-        assert (row[2] == '-') == (not classification), row
-        measured = row[2:5] if classification else row[3:5]
+        with_random = key[0] in ('linear probe', 'fine-tune', 'UperNet')  # random-init Mask R-CNN: GPU only
+        assert (row[2] == '-') == (not with_random), row
+        measured = row[2:5] if with_random else row[3:5]
         values = [float(v) for v in measured]
         assert all(0 <= v <= (100 if key[1] != 'images/s' else 1e6) for v in values), row  # numbers, not 'nan'
         assert re.fullmatch(r'(-|\d+:\d\d)( / (-|\d+:\d\d))*', row[6]), row
@@ -38,16 +38,22 @@ def test_demo_smoke_run_writes_every_metric(tmp_path):
         assert all(float(v) > 25 for v in cells[('linear probe', 'top-1 %')][2:5]), table
     assert re.search(r'differ by \d+\.\d\d points', table)
     assert re.search(r'fine-tune: \d+ iterations of 16, ', table)  # --scale shortens runs, keeps batches
-    assert 'random-init Mask R-CNN and UperNet are not run on a CPU' in table
+    assert 'random-init Mask R-CNN is not run on a CPU' in table
+    diff = r'[+-]\d+\.\d\d( \(within noise\))?'
+    assert re.search(rf'LocalMIM - random init .*: linear probe top-1 % {diff}, fine-tune top-1 % {diff}, '
+                     rf'UperNet mIoU {diff}\.', table)
+    assert 'UperNet: 6 iterations of 4 small canvases (64 px' in table
     assert 'the spread between runs of the same LocalMIM encoder: Mask R-CNN bbox AP' in table
     assert 'these sizes differ, so they mark nothing here' in table  # measured at --scale 1 only
-    assert re.search(r'UperNet item classes recognised .*: LocalMIM \d+ of 10; global-only \d+ of 10', table)
+    assert re.search(r'UperNet item classes recognised .*: random init \d+ of 10.*; LocalMIM \d+ of 10.*; '
+                     r'global-only \d+ of 10', table)
+    assert len(list((tmp_path / 'data' / 'fmnist_canvas_64' / 'images' / 'training').glob('*.jpg'))) == 8
     for name in ('reconstruction_LocalMIM.png', 'reconstruction_global-only.png', 'loss_curves.png'):
         assert (tmp_path / name).stat().st_size > 10_000, name
         assert f']({name})' in table
     page = (tmp_path / 'results.html').read_text()
     assert page.count('<tr>') == 7 and '<img alt="pretraining loss curves" src="loss_curves.png">' in page
-    assert '[17/17]' in run.stdout and 'demo ETA' in run.stdout
+    assert '[19/19]' in run.stdout and 'demo ETA' in run.stdout
 
 
 def test_demo_without_data_says_how_to_get_it(tmp_path):
@@ -106,6 +112,16 @@ def test_once_measured_noise_marks_only_the_sizes_it_was_measured_at():
     assert '+2.00 (within noise)' in det_row(demo.CPU_SIZES)
     smaller = dict(demo.CPU_SIZES, det_iters=30)
     assert '| +2.00 |' in det_row(smaller) and 'within noise' not in det_row(smaller)
+
+    # LocalMIM against random init, where random init ran, marked by the same spreads
+    metrics.update({('UperNet', 'mIoU', 'random init'): 18.0, ('UperNet', 'mIoU', 'LocalMIM'): 26.5,
+                    ('UperNet', 'mIoU', 'global-only'): 25.0})
+    table = demo.results_table(metrics, times, speeds, 1.0, 'data', 'cpu', demo.CPU_SIZES, {}, 600)
+    spread = demo.ONCE_MEASURED_NOISE[('UperNet', 'mIoU')]
+    assert 1.5 <= spread < 8.5
+    assert '| 18.00 | 26.50 | 25.00 | +1.50 (within noise) |' in table
+    assert 'LocalMIM - random init (the same downstream recipe' in table
+    assert ': UperNet mIoU +8.50.' in table  # Mask R-CNN had no random-init run
 
 
 def test_segmentation_note_reads_the_per_class_table_and_names_a_collapsed_head(tmp_path):

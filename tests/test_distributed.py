@@ -63,6 +63,7 @@ def jobs(tmp_path_factory):
     """Both torchrun jobs, started together; {name: (returncode, output, log dir / out dir)}."""
     canvas_root = make_canvas_set(tmp_path_factory)
     env = dict(os.environ, OMP_NUM_THREADS='1', FMNIST_CANVAS_ROOT=canvas_root,
+               FMNIST_SMALL_CANVAS_ROOT=canvas_root,
                PYTHONPATH=os.pathsep.join([REPO_DIR, TESTS_DIR]))
     env.pop('LOCALMIM_DEBUG', None)
     out = tmp_path_factory.mktemp('scenarios')

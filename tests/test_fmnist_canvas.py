@@ -98,6 +98,21 @@ def test_generator_is_deterministic(canvas_set, fmnist_root, tmp_path):
                            str(other / 'annotations/instances_training.json'), shallow=False)
 
 
+def test_item_size_and_count_options(fmnist_root, tmp_path):
+    """--item-size and --num-items bound every item's side (its box, up to the silhouette's margin
+    inside the rescaled square) and the items per canvas; a reversed range is refused by name."""
+    _make_fmnist_detection(['--out', str(tmp_path), '--num-train', '12', '--num-val', '2', '--canvas-size', '64',
+                            '--item-size', '40', '48', '--num-items', '1', '2', '--data-root', fmnist_root])
+    coco = _coco(str(tmp_path), 'training')
+    per_image = np.bincount([a['image_id'] for a in coco['annotations']], minlength=13)[1:]
+    assert per_image.min() >= 1 and per_image.max() <= 2
+    assert all(max(a['bbox'][2:]) <= 48 for a in coco['annotations'])
+    # the rescaled square is >= 40 px; a Fashion-MNIST item spans most of its 28 px frame on one side
+    assert all(max(a['bbox'][2:]) >= 40 * 20 / 28 for a in coco['annotations'])
+    with pytest.raises(SystemExit):
+        _make_fmnist_detection(['--out', str(tmp_path / 'x'), '--item-size', '48', '40'])
+
+
 def _coco(canvas_set, split):
     with open(osp.join(canvas_set, 'annotations', f'instances_{split}.json')) as f:
         return json.load(f)
