@@ -57,6 +57,14 @@ PROBE_CONFIG = 'mm_configs/imagenet/vit-tiny_linprobe-features_fmnist.py'
 FINETUNE_CONFIG = 'mm_configs/imagenet/vit-tiny_ft-short_fmnist.py'
 DET_CONFIG = 'mm_configs/coco/mask-rcnn_vit-tiny_simplefpn_fmnist-canvas.py'
 SEG_CONFIG = 'mm_configs/ade20k/upernet_vit-tiny_fmnist-canvas.py'
+# The canvas sets (stage key -> title, folder under WORK/data, the root variable the configs read,
+# shape options of tools/make_fmnist_detection.py): Mask R-CNN's 128 px canvases with 2-5 items of
+# 28-96 px (the tool's defaults), UperNet's small ones with items at the pretraining scale.
+CANVAS_SETS = {
+    'data': ('canvases (for Mask R-CNN)', 'fmnist_canvas', 'FMNIST_CANVAS_ROOT', []),
+    'small data': ('small canvases (for UperNet)', 'fmnist_canvas_64', 'FMNIST_SMALL_CANVAS_ROOT',
+                   ['--canvas-size', '64', '--item-size', '32', '64', '--num-items', '1', '3']),
+}
 # Sizes at --scale 1 for 2 CPU cores: pretraining and downstream lengths in iterations (batch 64
 # for pretraining, finetune_batch for the fine-tune at the config's lr, 4 canvases for detection and
 # segmentation; --scale changes no batch size); det_random: also run Mask R-CNN from a random
@@ -369,8 +377,8 @@ def main():
     expected = sum(s.expected for s in plan.stages) / slots
     print(f'{len(plan.stages)} stages, about {fmt(expected)} on 2 quiet CPU cores at this size '
           '(the bars calibrate the ETA on this machine)', flush=True)
-    os.environ['FMNIST_CANVAS_ROOT'] = str(work / 'data' / 'fmnist_canvas')  # the canvas configs read them
-    os.environ['FMNIST_SMALL_CANVAS_ROOT'] = str(work / 'data' / 'fmnist_canvas_64')
+    for _, folder, variable, _ in CANVAS_SETS.values():  # the canvas configs read their roots from these
+        os.environ[variable] = str(work / 'data' / folder)
     run_stages(plan, threads)
 
     metrics, speeds, curves = {}, {}, {}
@@ -423,15 +431,11 @@ def slug(name):
 def build_stages(work, sizes, data_root):
     """Every stage of the demo, keyed by (kind, encoder name) or kind, with what each waits for."""
     st = {}
-    canvas_root = work / 'data' / 'fmnist_canvas'
-    st['data'] = Stage('data', 'canvases (COCO + ADE20K format)', sizes['canvas_train'] + sizes['canvas_val'], [
-        'tools/make_fmnist_detection.py', '--out', str(canvas_root), '--num-train', str(sizes['canvas_train']),
-        '--num-val', str(sizes['canvas_val']), '--data-root', data_root, '--seed', '0'], work / 'data.log')
-    st['small data'] = Stage('data', 'small canvases (ADE20K format, for UperNet)',
-                             sizes['canvas_train'] + sizes['canvas_val'], [
-        'tools/make_fmnist_detection.py', '--out', str(work / 'data' / 'fmnist_canvas_64'), '--canvas-size', '64',
-        '--item-size', '32', '64', '--num-items', '1', '3', '--num-train', str(sizes['canvas_train']),
-        '--num-val', str(sizes['canvas_val']), '--data-root', data_root, '--seed', '0'], work / 'small_data.log')
+    for key, (title, folder, _, shape) in CANVAS_SETS.items():
+        st[key] = Stage('data', title, sizes['canvas_train'] + sizes['canvas_val'], [
+            'tools/make_fmnist_detection.py', '--out', str(work / 'data' / folder), *shape,
+            '--num-train', str(sizes['canvas_train']), '--num-val', str(sizes['canvas_val']), '--data-root', data_root,
+            '--seed', '0'], work / f'{slug(key)}.log')
     log_every = f'default_hooks.logger.interval={max(1, min(20, sizes["pretrain_iters"] // 40))}'
     backbones = {RANDOM: None}
     for name, config in PRETRAIN.items():

@@ -17,7 +17,7 @@
 #   --item-size 32 64 --num-items 1 3) or override {train,val,test}_dataloader.dataset.data_root.
 _base_ = ['mmseg::_base_/models/upernet_beit.py', '_base_/fmnist_small-canvas_semantic.py',
           '_base_/fmnist_canvas_schedule.py']
-crop_size = (64, 64)
+crop_size = _base_.crop_size  # the small canvases' 64 px: the encoder's pretraining resolution
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     data_preprocessor=dict(size=crop_size),
