@@ -21,7 +21,7 @@ def config(folder, name):
     ('coco', 'mask-rcnn_localmim-vit-b_simplefpn_lsj-1024-100e_coco.py', (1024, 1024)),
     ('coco', 'mask-rcnn_localmim-swin-b_fpn_1x_coco.py', (800, 1333)),
     ('ade20k', 'upernet_localmim-vit-b_8xb2-160k_ade20k-512x512.py', (512, 512)),
-    ('coco', TINY['coco'], (128, 128))])
+    ('coco', TINY['coco'], (64, 64))])
 def test_input_size_is_the_configs(folder, name, size):
     assert bench.input_size(config(folder, name)) == size
 

@@ -125,10 +125,11 @@ def test_tiny_vit_config_takes_the_tiny_pretrained_encoder(tmp_path):
     model = build_detector(cfg)
     model.init_weights()
     assert_loaded_encoder(model.backbone, encoder)
-    x = torch.randn(1, 3, 128, 128)
+    assert model.backbone.grid == (8, 8)  # the small canvases at the pretraining resolution
+    x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         feats = model.neck(model.backbone(x))
-    assert [f.shape[-1] for f in feats] == [32, 16, 8, 4]  # strides 4-32, as the heads' strides
+    assert [f.shape[-1] for f in feats] == [16, 8, 4, 2]  # strides 4-32, as the heads' strides
     assert model.rpn_head.prior_generator.strides == [(4, 4), (8, 8), (16, 16), (32, 32)]
     assert model.roi_head.bbox_roi_extractor.featmap_strides == [4, 8, 16]
 

@@ -13,8 +13,8 @@ GPU the same command runs longer schedules (``GPU_SIZES``) and says so:
      different seeds give the run-to-run noise of this stage),
    - a short fine-tune (``mm_configs/imagenet/vit-tiny_ft-short_fmnist.py``, no ImageNet
      regularisation),
-   - Mask R-CNN on Fashion-MNIST canvases (``mm_configs/coco/*_fmnist-canvas.py``; random init
-     on a GPU only) and UperNet on small canvases (64 px, items at the pretraining scale:
+   - Mask R-CNN and UperNet on small Fashion-MNIST canvases (64 px, items at the pretraining
+     scale: ``mm_configs/coco/mask-rcnn_vit-tiny_simplefpn_fmnist-canvas.py``,
      ``mm_configs/ade20k/upernet_vit-tiny_fmnist-canvas.py``);
 3. write ``results.md`` and ``results.html`` (the table, the time of every stage, pretraining
    images/s, the loss curves, reconstructions at every scale, detection and segmentation
@@ -57,47 +57,36 @@ PROBE_CONFIG = 'mm_configs/imagenet/vit-tiny_linprobe-features_fmnist.py'
 FINETUNE_CONFIG = 'mm_configs/imagenet/vit-tiny_ft-short_fmnist.py'
 DET_CONFIG = 'mm_configs/coco/mask-rcnn_vit-tiny_simplefpn_fmnist-canvas.py'
 SEG_CONFIG = 'mm_configs/ade20k/upernet_vit-tiny_fmnist-canvas.py'
-# The canvas sets (stage key -> title, folder under WORK/data, the root variable the configs read,
-# shape options of tools/make_fmnist_detection.py): Mask R-CNN's 128 px canvases with 2-5 items of
-# 28-96 px (the tool's defaults), UperNet's small ones with items at the pretraining scale.
-CANVAS_SETS = {
-    'data': ('canvases (for Mask R-CNN)', 'fmnist_canvas', 'FMNIST_CANVAS_ROOT', []),
-    'small data': ('small canvases (for UperNet)', 'fmnist_canvas_64', 'FMNIST_SMALL_CANVAS_ROOT',
-                   ['--canvas-size', '64', '--item-size', '32', '64', '--num-items', '1', '3']),
-}
+# The canvases of both dense tasks: 64 px with 1-3 items of 32-64 px, the scale the encoders were
+# pretrained at (the configs' headers give the measurements), made by tools/make_fmnist_detection.py
+# with these shape options into WORK/data/CANVAS_FOLDER; the configs read their root from CANVAS_ROOT.
+CANVAS_SHAPE = ['--canvas-size', '64', '--item-size', '32', '64', '--num-items', '1', '3']
+CANVAS_FOLDER, CANVAS_ROOT = 'fmnist_canvas_64', 'FMNIST_SMALL_CANVAS_ROOT'
 # Sizes at --scale 1 for 2 CPU cores: pretraining and downstream lengths in iterations (batch 64
 # for pretraining, finetune_batch for the fine-tune at the config's lr, 4 canvases for detection and
-# segmentation; --scale changes no batch size); det_random: also run Mask R-CNN from a random
-# encoder (GPU only: on 2 cores its budget goes to the pretrained encoders; the once-measured CPU
-# figures are in RANDOM_DET_ON_CPU). UperNet runs on the small canvases (64 px, items at the
-# pretraining scale; mm_configs/ade20k/upernet_vit-tiny_fmnist-canvas.py says why) for every
-# encoder, random init included: 0.2 s per iteration there.
+# segmentation; --scale changes no batch size). Every task runs from every encoder, random init
+# included: on the small canvases an iteration takes 0.23 s (Mask R-CNN) and 0.17 s (UperNet).
 CPU_SIZES = dict(pretrain_iters=360, probe_train=10000, probe_test=3000, finetune_iters=600, finetune_batch=16,
-                 finetune_val=2500, canvas_train=600, canvas_val=100, det_iters=300, seg_iters=600, det_random=0)
+                 finetune_val=2500, canvas_train=600, canvas_val=100, det_iters=600, seg_iters=600)
 # With a GPU (H200-class): about 15 minutes as well, every stage longer.
 GPU_SIZES = dict(pretrain_iters=6000, probe_train=60000, probe_test=10000, finetune_iters=3000, finetune_batch=64,
-                 finetune_val=10000, canvas_train=4000, canvas_val=500, det_iters=3000, seg_iters=3000, det_random=1)
+                 finetune_val=10000, canvas_train=4000, canvas_val=500, det_iters=3000, seg_iters=3000)
 SMALLEST = dict(pretrain_iters=2, probe_train=64, probe_test=64, finetune_iters=2, finetune_val=64,
                 canvas_train=8, canvas_val=4, det_iters=2, seg_iters=2)
-UNSCALED = ('finetune_batch', 'det_random')  # sizes that --scale leaves alone
+UNSCALED = ('finetune_batch',)  # sizes that --scale leaves alone
 # Run-to-run spread measured once at the CPU sizes, max - min over runs of the same LocalMIM
-# encoder: Mask R-CNN three runs (2026-12-04, before its configs fixed a seed; bbox 29.8, 27.7, 25.7,
-# mask 35.8, 33.4, 31.0), fine-tune seeds 0 and 1 (2026-12-05, 600 iterations of 16: 75.1, 72.6),
-# UperNet seeds 0 and 1 (2026-12-05, 600 iterations on the small canvases: 26.5, 24.3;
-# random init 18.1, 17.7).
+# encoder: Mask R-CNN seeds 0-2 (2026-12-05, 600 iterations on the small canvases: bbox 35.4, 38.6,
+# 35.7, mask 41.2, 44.7, 42.3; random init seeds 0-1: 31.8, 33.7 and 36.4, 38.2), fine-tune seeds 0
+# and 1 (2026-12-05, 600 iterations of 16: 75.1, 72.6), UperNet seeds 0 and 1 (2026-12-05, 600
+# iterations on the small canvases: 26.5, 24.3; random init 18.1, 17.7).
 # The linear probe's noise is measured in every run (two random encoders).
-ONCE_MEASURED_NOISE = {('Mask R-CNN', 'bbox AP'): 4.1, ('Mask R-CNN', 'mask AP'): 4.8,
+ONCE_MEASURED_NOISE = {('Mask R-CNN', 'bbox AP'): 3.2, ('Mask R-CNN', 'mask AP'): 3.5,
                        ('fine-tune', 'top-1 %'): 2.5, ('UperNet', 'mIoU'): 2.2}
-# Measured once on 2 cores by tools/demo.py with det_random=1 (2026-12-04, 300 iterations), random
-# init against LocalMIM / global-only in that run.
-RANDOM_DET_ON_CPU = ('random-init Mask R-CNN is not run on a CPU (budget); measured once: bbox AP 22.1 / '
-                     'mask AP 26.4 from a random encoder against 31.2 / 36.5 (LocalMIM) and 28.2 / 33.6 '
-                     '(global-only) after 300 iterations')
 # Seconds of one stage on 1 thread of a quiet CPU core, another stage running beside it: start-up +
 # per unit of work (the ETA's prior; a bar replaces it by its measured rate as soon as the stage
 # has logged progress twice).
 COST = dict(data=(5, 0.03), pretrain=(10, 0.66), convert=(8, 0), probe=(12, 0.005), finetune=(10, 0.13),
-            det=(12, 0.6), seg=(12, 0.2), pictures=(20, 0))
+            det=(12, 0.22), seg=(12, 0.2), pictures=(20, 0))
 VAL_COST = dict(finetune=0.006, det=0.15, seg=0.03)  # seconds per validation image
 
 
@@ -328,12 +317,6 @@ def segmentation_note(ious):
     return text, collapsed
 
 
-def dense_encoders(task, sizes):
-    """The encoders a detection / segmentation task runs from: random init too, except for Mask R-CNN
-    on a CPU (det_random=0)."""
-    return ENCODERS if task == 'UperNet' or sizes['det_random'] else list(PRETRAIN)
-
-
 def init_options(backbone):
     return ['model.backbone.init_cfg.type=Pretrained', f'model.backbone.init_cfg.checkpoint={backbone}',
             'model.backbone.init_cfg.prefix=backbone.']
@@ -377,8 +360,7 @@ def main():
     expected = sum(s.expected for s in plan.stages) / slots
     print(f'{len(plan.stages)} stages, about {fmt(expected)} on 2 quiet CPU cores at this size '
           '(the bars calibrate the ETA on this machine)', flush=True)
-    for _, folder, variable, _ in CANVAS_SETS.values():  # the canvas configs read their roots from these
-        os.environ[variable] = str(work / 'data' / folder)
+    os.environ[CANVAS_ROOT] = str(work / 'data' / CANVAS_FOLDER)  # the canvas configs read their root from it
     run_stages(plan, threads)
 
     metrics, speeds, curves = {}, {}, {}
@@ -398,7 +380,7 @@ def main():
     seg_ious = {}  # UperNet's per-class IoU of each encoder (its log's table), for the collapse note
     for task, keys in (('Mask R-CNN', [('coco/bbox_mAP', 'bbox AP'), ('coco/segm_mAP', 'mask AP')]),
                        ('UperNet', [('mIoU', 'mIoU')])):
-        for name in dense_encoders(task, sizes):
+        for name in ENCODERS:
             values = last_scalars(work / f'{slug(task)}_{slug(name)}')
             for key, label in keys:
                 scale = 100 if key.startswith('coco/') else 1
@@ -431,11 +413,10 @@ def slug(name):
 def build_stages(work, sizes, data_root):
     """Every stage of the demo, keyed by (kind, encoder name) or kind, with what each waits for."""
     st = {}
-    for key, (title, folder, _, shape) in CANVAS_SETS.items():
-        st[key] = Stage('data', title, sizes['canvas_train'] + sizes['canvas_val'], [
-            'tools/make_fmnist_detection.py', '--out', str(work / 'data' / folder), *shape,
-            '--num-train', str(sizes['canvas_train']), '--num-val', str(sizes['canvas_val']), '--data-root', data_root,
-            '--seed', '0'], work / f'{slug(key)}.log')
+    st['data'] = Stage('data', 'canvases', sizes['canvas_train'] + sizes['canvas_val'], [
+        'tools/make_fmnist_detection.py', '--out', str(work / 'data' / CANVAS_FOLDER), *CANVAS_SHAPE,
+        '--num-train', str(sizes['canvas_train']), '--num-val', str(sizes['canvas_val']), '--data-root', data_root,
+        '--seed', '0'], work / 'data.log')
     log_every = f'default_hooks.logger.interval={max(1, min(20, sizes["pretrain_iters"] // 40))}'
     backbones = {RANDOM: None}
     for name, config in PRETRAIN.items():
@@ -490,10 +471,9 @@ def build_stages(work, sizes, data_root):
             f'default_hooks.checkpoint.interval={n}', f'default_hooks.logger.interval={max(1, min(20, n // 20))}'],
             wd.with_suffix('.log'), total=n, val_units=sizes['finetune_val'], after=after(name))
 
-    for kind, task, config, data in (('det', 'Mask R-CNN', DET_CONFIG, 'data'),
-                                     ('seg', 'UperNet', SEG_CONFIG, 'small data')):
+    for kind, task, config in (('det', 'Mask R-CNN', DET_CONFIG), ('seg', 'UperNet', SEG_CONFIG)):
         n = sizes[f'{kind}_iters']
-        for name in dense_encoders(task, sizes):
+        for name in ENCODERS:
             wd = work / f'{slug(task)}_{slug(name)}'
             draw = ['default_hooks.visualization.draw=True',
                     f'default_hooks.visualization.interval={max(1, sizes["canvas_val"] // 4)}']
@@ -502,7 +482,7 @@ def build_stages(work, sizes, data_root):
                 *(init_options(backbones[name]) if backbones[name] else []), f'train_cfg.val_interval={n}',
                 f'default_hooks.checkpoint.interval={n}',
                 f'default_hooks.logger.interval={max(1, min(20, n // 20))}', *draw],
-                wd.with_suffix('.log'), total=n, val_units=sizes['canvas_val'], after=[st[data], *after(name)])
+                wd.with_suffix('.log'), total=n, val_units=sizes['canvas_val'], after=[st['data'], *after(name)])
     return st
 
 
@@ -558,7 +538,7 @@ def results_table(metrics, times, speeds, noise, data_note, device, sizes, pictu
               'initialisation): ' + ', '.join(over_random) + '.',
               '', f'Run-to-run noise, measured once: two random-init encoders (seeds 0 and 1) under the linear '
               f'probe differ by {noise:.2f} points of top-1; differences below that are marked "within noise". '
-              'Measured once at the CPU sizes of --scale 1 (2026-12-04 and 05), the spread between runs of the same '
+              'Measured once at the CPU sizes of --scale 1 (2026-12-05), the spread between runs of the same '
               'LocalMIM encoder: ' + ', '.join(f'{t} {m} {v:.1f}' for (t, m), v in ONCE_MEASURED_NOISE.items())
               + ' points; ' + ('differences below those are marked too' if once_noise else
                                'these sizes differ, so they mark nothing here')
@@ -566,10 +546,9 @@ def results_table(metrics, times, speeds, noise, data_note, device, sizes, pictu
               f'Classification: Fashion-MNIST test split (linear probe: {sizes["probe_test"]} images, features of '
               f'{sizes["probe_train"]} training images, the random-init time covering both seeds; fine-tune: '
               f'{sizes["finetune_iters"]} iterations of {sizes["finetune_batch"]}, {sizes["finetune_val"]} test '
-              f'images). Mask R-CNN: {sizes["det_iters"]} iterations of 4 canvases (128 px, 2-5 items of 28-96 px); '
-              f'UperNet: {sizes["seg_iters"]} iterations of 4 small canvases (64 px, 1-3 items of 32-64 px, the '
-              f'pretraining scale); {sizes["canvas_val"]} validation canvases each. Times are wall clock with '
-              'stages running side by side.', '', *([] if sizes['det_random'] else [RANDOM_DET_ON_CPU + '.', '']),
+              f'images). Mask R-CNN and UperNet: {sizes["det_iters"]} and {sizes["seg_iters"]} iterations of 4 '
+              f'canvases (64 px, 1-3 items of 32-64 px: the pretraining scale), {sizes["canvas_val"]} validation '
+              'canvases. Times are wall clock with stages running side by side.', '',
               'Targets for the LocalMIM row at full length (issue 17): linear probe >= 80, fine-tune >= 88, '
               'bbox AP >= 30, mask AP >= 25, mIoU >= 50.', '']
     for title, name in pictures.items():
