@@ -32,10 +32,11 @@ MASK_RCNN = osp.join(REPO_DIR, 'mm_configs', 'coco', 'mask-rcnn_vit-tiny_simplef
 UPERNET = osp.join(REPO_DIR, 'mm_configs', 'ade20k', 'upernet_vit-tiny_fmnist-canvas.py')
 # loading in the main process (the vit and swin scenarios keep the configs' persistent workers)
 MAIN = {'train_dataloader.num_workers': 0, 'train_dataloader.persistent_workers': False}
+# trained under bf16 autocast, as `tools/train.py --amp` does (mmcv's nms and RoIAlign included)
 DENSE_SHORT_RUN = {'train_cfg.max_iters': 2, 'train_cfg.val_interval': 2, 'train_dataloader.batch_size': 2,
                    'train_dataloader.num_workers': 0, 'val_dataloader.num_workers': 0,
                    'val_dataloader.batch_size': 1, 'default_hooks.checkpoint.interval': 2,
-                   'default_hooks.logger.interval': 1}
+                   'default_hooks.logger.interval': 1, 'optim_wrapper.type': 'localmim.AmpOptimWrapper'}
 
 
 def unwrap(model):
@@ -139,7 +140,7 @@ def dense(name, config, out_dir):
     keep_results(metric)
     distributed = runner.val_loop.run()  # each rank half of the images, results gathered on rank 0
     alone, alone_seen = evaluate_alone(runner, cfg)
-    return dict(distributed={k: float(v) for k, v in distributed.items()},
+    return dict(distributed={k: float(v) for k, v in distributed.items()}, cast_dtype=runner.optim_wrapper.cast_dtype,
                 alone={k: float(v) for k, v in alone.items()}, seen=getattr(metric, 'seen', None),
                 alone_seen=alone_seen,
                 num_val=len(runner.val_dataloader.dataset), rank_batches=len(runner.val_dataloader))

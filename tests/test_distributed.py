@@ -146,6 +146,7 @@ def test_fsdp_flexible_runner_trains_like_ddp_and_keeps_the_guard(results):
 @pytest.mark.parametrize('name, key', [('mask_rcnn', 'coco/bbox_mAP'), ('upernet', 'mIoU')])
 def test_dense_validation_gathers_every_rank(results, name, key):
     for rank in results[name]:
+        assert rank['cast_dtype'] == torch.bfloat16  # trained under autocast (tools/train.py --amp)
         assert rank['rank_batches'] * 2 == rank['num_val'] == 4  # each rank evaluated half
         assert key in rank['distributed']
         # = one process on all images (BN statistics averaged over ranks before validating)

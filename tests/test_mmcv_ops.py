@@ -120,3 +120,41 @@ def test_roi_align_matches_naive_loop():
         for c in range(2):
             expected = naive_roi_align(image[0, c].double(), roi[1:].tolist(), 3, 0.5, 2)
             torch.testing.assert_close(out[r, c].double(), expected, atol=1e-5, rtol=0)
+
+
+def test_nms_and_roi_align_run_in_float32_under_bf16_autocast():
+    """Under bf16 autocast (localmim.AmpOptimWrapper, tools/train.py --amp) mmcv's kernels, which take
+    no bf16, run on float32 copies: nms keeps what it keeps in float32, RoIAlign returns (and takes
+    gradients) in its input's bf16, equal to the float32 op's rounded; outside autocast nothing
+    changes."""
+    from localmim.engine.amp import mmcv_ops_in_float32
+    mmcv_ops_in_float32()
+    mmcv_ops_in_float32()  # idempotent: wrapped once
+    g = torch.Generator().manual_seed(0)
+    corners = torch.rand(40, 2, generator=g) * 50
+    boxes = torch.cat([corners, corners + 5 + torch.rand(40, 2, generator=g) * 20], 1).bfloat16()
+    scores = torch.rand(40, generator=g).bfloat16()
+    expected = naive_nms(boxes.float().tolist(), scores.float().tolist(), 0.5)
+    with pytest.raises(RuntimeError, match='BFloat16'):  # mmcv alone
+        ops.nms(boxes, scores, iou_threshold=0.5)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        _, keep = ops.nms(boxes, scores, iou_threshold=0.5)
+        batched, _ = ops.batched_nms(boxes, scores, torch.zeros(40, dtype=torch.long), dict(iou_threshold=0.5))
+    assert keep.tolist() == expected and len(batched) == len(expected)
+
+    feats = torch.randn(2, 3, 16, 16, generator=g)
+    rois = torch.tensor([[0., 1.5, 2., 9., 12.], [1., 0., 0., 15., 15.], [1., 4.2, 3.3, 7.7, 10.1]])
+    layer = ops.RoIAlign((4, 4), 0.5, 2, 'avg', True)
+    x32 = feats.bfloat16().float().requires_grad_()
+    out32 = layer(x32, rois)
+    out32.pow(2).sum().backward()
+    x16 = feats.bfloat16().requires_grad_()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out16 = layer(x16, rois)
+        functional = ops.roi_align(x16, rois, (4, 4), 0.5, 2, 'avg', True)
+    assert out16.dtype == functional.dtype == torch.bfloat16
+    assert torch.equal(out16, out32.detach().bfloat16()) and torch.equal(functional, out16)
+    out16.float().pow(2).sum().backward()
+    assert x16.grad.dtype == torch.bfloat16
+    assert torch.allclose(x16.grad.float(), x32.grad, rtol=2e-2, atol=2e-2)
+    assert torch.equal(layer(feats, rois), ops.roi_align(feats, rois, (4, 4), 0.5, 2, 'avg', True))  # fp32

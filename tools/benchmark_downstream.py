@@ -9,8 +9,10 @@ size (mmseg: the crop; mmdet: the test pipeline's Resize scale, then its Pad siz
 Each after ``--warmup`` untimed repeats; prints time, images/s and peak memory. Peak memory is
 ``max_memory_allocated`` on CUDA, the peak resident set size (VmHWM, reset before each phase) on
 CPU. Default batch: 1 on CPU (2 for mmseg: BatchNorm after UperNet's 1x1 pooling needs two values
-per channel), the config's per-GPU batch on CUDA. SyncBN runs as plain BN (one process); on CUDA
-an ``AmpOptimWrapper`` config trains with AMP, on CPU in float32.
+per channel), the config's per-GPU batch on CUDA. SyncBN runs as plain BN (one process); a config
+with mmengine's ``AmpOptimWrapper`` trains with AMP on CUDA and in float32 on CPU (where that
+wrapper refuses to start), one with ``localmim.AmpOptimWrapper`` (the shipped full-size configs)
+with AMP everywhere (bf16 on CPU).
 
 ``--steps N``: writes a tiny dataset of the config's input size in the config's own layout (COCO
 json + images, or ADE-style images + label maps; random shapes), then runs mmengine's Runner for

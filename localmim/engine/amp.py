@@ -13,8 +13,14 @@ localmim-scope configs and ``--amp`` pick it; mmdet/mmseg-scope configs say
 
 ``dtype='bfloat16'`` or ``'float16'`` forces one (fp16 always with a loss scaler; on CPU too, with
 torch's CPU ``GradScaler``). Targets are computed outside autocast by the models themselves.
+
+mmcv's compiled nms and RoIAlign (Mask R-CNN's RPN, box and mask heads) take no bfloat16 (CPU and
+CUDA) and want float32 on the CPU: building the wrapper makes them run in float32 with autocast off
+whenever autocast is on (:func:`mmcv_ops_in_float32`); outside autocast they are untouched.
 """
 import contextlib
+import functools
+import sys
 
 import torch
 from mmengine.device import get_device
@@ -23,7 +29,7 @@ from mmengine.optim import OptimWrapper
 
 from ..registry import OPTIM_WRAPPERS
 
-__all__ = ['AmpOptimWrapper', 'autocast_dtype']
+__all__ = ['AmpOptimWrapper', 'autocast_dtype', 'mmcv_ops_in_float32']
 
 _DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
@@ -47,6 +53,43 @@ def autocast_dtype(dtype='auto', device_type=None):
     return dtype
 
 
+def in_float32_under_autocast(op):
+    """``op`` (an mmcv op) that, under autocast on its tensors' device, runs with autocast off on
+    float32 copies of its floating tensors; its floating outputs come back in the dtype of its first
+    floating input (the feature map's: what the surrounding mmdet code writes them into)."""
+    @functools.wraps(op)
+    def run(*args, **kwargs):
+        first = next((a for a in args if torch.is_tensor(a) and a.is_floating_point()), None)
+        if first is None or not torch.is_autocast_enabled(first.device.type):
+            return op(*args, **kwargs)
+        args = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
+        with torch.autocast(first.device.type, enabled=False):
+            out = op(*args, **kwargs)
+        if torch.is_tensor(out) and out.is_floating_point():
+            return out.to(first.dtype)
+        return out
+    run.in_float32_under_autocast = True
+    return run
+
+
+def mmcv_ops_in_float32():
+    """Make mmcv's nms (``NMSop``, behind ``nms``/``batched_nms``) and RoIAlign (``roi_align``,
+    behind ``RoIAlign``) run in float32 under autocast (:func:`in_float32_under_autocast`). Their
+    kernels dispatch float32/float64 (and float16 on CUDA) only, and the CPU nms reads float32
+    boxes: under bf16 autocast Mask R-CNN otherwise stops at its first RPN proposal step with
+    "expected scalar type Float but found BFloat16". Idempotent; nothing without mmcv's ops."""
+    try:
+        import mmcv.ops  # the full mmcv, with compiled ops
+    except ImportError:
+        return
+    nms_module, roi_align_module = sys.modules['mmcv.ops.nms'], sys.modules['mmcv.ops.roi_align']
+    if getattr(roi_align_module.roi_align, 'in_float32_under_autocast', False):
+        return
+    nms_module.NMSop.apply = in_float32_under_autocast(nms_module.NMSop.apply)  # what nms() calls
+    # the function RoIAlign.forward calls, and the same function as mmcv.ops exports it
+    roi_align_module.roi_align = mmcv.ops.roi_align = in_float32_under_autocast(roi_align_module.roi_align)
+
+
 @OPTIM_WRAPPERS.register_module()
 class AmpOptimWrapper(MMEngineAmpOptimWrapper):
     """Autocast to ``dtype`` in ``optim_context``; a loss scaler for float16 only.
@@ -62,6 +105,7 @@ class AmpOptimWrapper(MMEngineAmpOptimWrapper):
         OptimWrapper.__init__(self, **kwargs)  # mmengine's __init__ asserts a GPU
         self.device_type = get_device()
         self.cast_dtype = autocast_dtype(dtype, self.device_type)
+        mmcv_ops_in_float32()  # Mask R-CNN's nms and RoIAlign take no bf16
         self._scale_update_param = None
         self.loss_scaler = None
         if self.cast_dtype == torch.float16:
