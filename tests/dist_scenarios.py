@@ -140,9 +140,9 @@ def dense(name, config, out_dir):
     keep_results(metric)
     distributed = runner.val_loop.run()  # each rank half of the images, results gathered on rank 0
     alone, alone_seen = evaluate_alone(runner, cfg)
-    return dict(distributed={k: float(v) for k, v in distributed.items()}, cast_dtype=runner.optim_wrapper.cast_dtype,
+    return dict(distributed={k: float(v) for k, v in distributed.items()},
                 alone={k: float(v) for k, v in alone.items()}, seen=getattr(metric, 'seen', None),
-                alone_seen=alone_seen,
+                alone_seen=alone_seen, cast_dtype=runner.optim_wrapper.cast_dtype,
                 num_val=len(runner.val_dataloader.dataset), rank_batches=len(runner.val_dataloader))
 
 

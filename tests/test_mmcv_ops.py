@@ -130,6 +130,7 @@ def test_nms_and_roi_align_run_in_float32_under_bf16_autocast():
     from localmim.engine.amp import mmcv_ops_in_float32
     mmcv_ops_in_float32()
     mmcv_ops_in_float32()  # idempotent: wrapped once
+    assert not hasattr(ops.roi_align.__wrapped__, 'in_float32_under_autocast')
     g = torch.Generator().manual_seed(0)
     corners = torch.rand(40, 2, generator=g) * 50
     boxes = torch.cat([corners, corners + 5 + torch.rand(40, 2, generator=g) * 20], 1).bfloat16()
