@@ -60,7 +60,10 @@ SEG_CONFIG = 'mm_configs/ade20k/upernet_vit-tiny_fmnist-canvas.py'
 # The canvases of both dense tasks: 64 px with 1-3 items of 32-64 px, the scale the encoders were
 # pretrained at (the configs' headers give the measurements), made by tools/make_fmnist_detection.py
 # with these shape options into WORK/data/CANVAS_FOLDER; the configs read their root from CANVAS_ROOT.
-CANVAS_SHAPE = ['--canvas-size', '64', '--item-size', '32', '64', '--num-items', '1', '3']
+CANVAS_SIZE, ITEM_SIZE, NUM_ITEMS = 64, (32, 64), (1, 3)
+CANVAS_SHAPE = ['--canvas-size', str(CANVAS_SIZE), '--item-size', *map(str, ITEM_SIZE),
+                '--num-items', *map(str, NUM_ITEMS)]
+CANVAS_TEXT = f'{CANVAS_SIZE} px, {NUM_ITEMS[0]}-{NUM_ITEMS[1]} items of {ITEM_SIZE[0]}-{ITEM_SIZE[1]} px'
 CANVAS_FOLDER, CANVAS_ROOT = 'fmnist_canvas_64', 'FMNIST_SMALL_CANVAS_ROOT'
 # Sizes at --scale 1 for 2 CPU cores: pretraining and downstream lengths in iterations (batch 64
 # for pretraining, finetune_batch for the fine-tune at the config's lr, 4 canvases for detection and
@@ -521,7 +524,7 @@ def results_table(metrics, times, speeds, noise, data_note, device, sizes, pictu
     stage_keys = {'linear probe': 'probe', 'fine-tune': 'finetune', 'Mask R-CNN': 'det', 'UperNet': 'seg'}
     # the once-measured spreads hold for the sizes they were measured at (the CPU's at --scale 1)
     once_noise = ONCE_MEASURED_NOISE if sizes == CPU_SIZES else {}
-    over_random = []  # LocalMIM - random init, where both ran
+    over_random = []  # LocalMIM - random init, for every task with a random-init value
     for task, metric in dict.fromkeys((t, m) for t, m, _ in metrics):
         values = [metrics.get((task, metric, n)) for n in names]
         spread = noise if task == 'linear probe' else once_noise.get((task, metric))
@@ -548,7 +551,7 @@ def results_table(metrics, times, speeds, noise, data_note, device, sizes, pictu
               f'{sizes["probe_train"]} training images, the random-init time covering both seeds; fine-tune: '
               f'{sizes["finetune_iters"]} iterations of {sizes["finetune_batch"]}, {sizes["finetune_val"]} test '
               f'images). Mask R-CNN and UperNet: {sizes["det_iters"]} and {sizes["seg_iters"]} iterations of 4 '
-              f'canvases (64 px, 1-3 items of 32-64 px: the pretraining scale), {sizes["canvas_val"]} validation '
+              f'canvases ({CANVAS_TEXT}: the pretraining scale), {sizes["canvas_val"]} validation '
               'canvases. Times are wall clock with stages running side by side.', '',
               'Targets for the LocalMIM row at full length (issue 17): linear probe >= 80, fine-tune >= 88, '
               'bbox AP >= 30, mask AP >= 25, mIoU >= 50.', '']

@@ -2,8 +2,8 @@
 
 Example:
     python tools/make_fmnist_detection.py --out data/fmnist_canvas --num-train 1000 --num-val 200
-    # the small canvases of mm_configs/ade20k/upernet_vit-tiny_fmnist-canvas.py (items at the
-    # pretraining scale of pretrain/localmim_vit-tiny_fmnist.py)
+    # the small canvases of the tiny ViT's Mask R-CNN and UperNet configs and of tools/demo.py (items
+    # at the pretraining scale of pretrain/localmim_vit-tiny_fmnist.py)
     python tools/make_fmnist_detection.py --out data/fmnist_canvas_64 --canvas-size 64 --item-size 32 64 --num-items 1 3
 
 Layout and label convention: see ``localmim/datasets/fmnist_canvas.py``. Use it with
