@@ -30,6 +30,7 @@ TINY_VIT = osp.join(TESTS_DIR, 'configs', 'localmim_tiny_epochs.py')
 TINY_SWIN = osp.join(REPO_DIR, 'mm_configs', 'pretrain', 'swin_localmim-tiny_fmnist.py')
 MASK_RCNN = osp.join(REPO_DIR, 'mm_configs', 'coco', 'mask-rcnn_vit-tiny_simplefpn_fmnist-canvas.py')
 UPERNET = osp.join(REPO_DIR, 'mm_configs', 'ade20k', 'upernet_vit-tiny_fmnist-canvas.py')
+FINETUNE = osp.join(REPO_DIR, 'mm_configs', 'imagenet', 'vit-tiny_ft-short_fmnist.py')
 # loading in the main process (the vit and swin scenarios keep the configs' persistent workers)
 MAIN = {'train_dataloader.num_workers': 0, 'train_dataloader.persistent_workers': False}
 # trained under bf16 autocast, as `tools/train.py --amp` does (mmcv's nms and RoIAlign included)
@@ -146,6 +147,27 @@ def dense(name, config, out_dir):
                 num_val=len(runner.val_dataloader.dataset), rank_batches=len(runner.val_dataloader))
 
 
+class LoadedState(Hook):
+    """The model's weights when training starts: after ``load_from``, before the first update."""
+
+    def before_train(self, runner):
+        self.state = {k: v.detach().clone() for k, v in unwrap(runner.model).state_dict().items()}
+
+
+def lpft(name, out_dir):
+    """The demo's fine-tune as `tools/train.py --amp` runs it: from a linear probe's saved classifier
+    (``LOCALMIM_TEST_CLASSIFIER``, written by ``tools/linear_probe.py --save-classifier``)."""
+    _, runner = build(name, FINETUNE, out_dir, {
+        'load_from': os.environ['LOCALMIM_TEST_CLASSIFIER'], 'train_cfg.max_iters': 3, 'train_cfg.val_interval': 3,
+        'train_dataloader.batch_size': 4, 'val_dataloader.dataset.num_samples': 16, 'val_dataloader.num_workers': 0,
+        'val_dataloader.persistent_workers': False, 'optim_wrapper.type': 'localmim.AmpOptimWrapper', **MAIN})
+    loaded, recorder = LoadedState(), Recorder()
+    runner.register_hook(loaded)
+    runner.register_hook(recorder)
+    runner.train()
+    return dict(loaded=loaded.state, params=torch.stack(recorder.params), cast_dtype=runner.optim_wrapper.cast_dtype)
+
+
 TWO_EPOCHS = {'train_cfg.max_epochs': 2, **MAIN}
 FSDP = {'runner_type': 'FlexibleRunner', 'strategy': dict(type='FSDPStrategy', model_wrapper=dict(
     type='localmim.GuardedFullyShardedDataParallel', device_id='cpu', use_orig_params=True))}
@@ -168,6 +190,7 @@ SCENARIOS = {
         'train_cfg.max_epochs': 1, 'model.nonfinite': 'skip', **MAIN, **FSDP}, [nan_at(2, [1])]),
     'mask_rcnn': lambda out: dense('mask_rcnn', MASK_RCNN, out),
     'upernet': lambda out: dense('upernet', UPERNET, out),
+    'lpft': lambda out: lpft('lpft', out),
 }
 
 

@@ -127,6 +127,36 @@ def test_linear_probe_freezes_backbone():
     torch.testing.assert_close(model.head(normed), model(x), atol=1e-5, rtol=0)  # BN, batch statistics
 
 
+def test_taps_features_are_the_token_normalised_average_of_every_output():
+    """features='taps': each output map LayerNorm-ed per token (no affine) and averaged, concatenated;
+    computed here by hand with numpy from the backbone's own maps."""
+    model = ImageClassifier(dict(TINY, out_indices=(0, 1)), num_classes=3, features='taps', fc_norm=False).eval()
+    assert model.head.in_features == 2 * 16  # two taps of 16 channels: out_channels()' default
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        maps = [m.numpy() for m in model.backbone(x)]
+        got = model.extract_feat(x).numpy()
+        logits = model(x)
+    expected = []
+    for fmap in maps:
+        tokens = fmap.transpose(0, 2, 3, 1)  # [B, h, w, D]
+        tokens = (tokens - tokens.mean(-1, keepdims=True)) / np.sqrt(tokens.var(-1, keepdims=True) + 1e-5)
+        expected.append(tokens.mean(axis=(1, 2)))
+    np.testing.assert_allclose(got, np.concatenate(expected, axis=1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits, model.head(torch.from_numpy(got)))
+    with pytest.raises(ValueError, match="features='all'"):
+        ImageClassifier(TINY, num_classes=3, features='all')
+
+
+def test_taps_in_channels_of_a_swin_are_its_stages_widths():
+    swin = dict(type='SwinTransformer', arch=None, img_size=32, patch_size=4, window_size=4, embed_dim=8,
+                depths=(1, 1, 1), num_heads=(1, 1, 1), out_indices=(0, 2))
+    model = ImageClassifier(swin, num_classes=3, features='taps', fc_norm=False).eval()
+    with torch.no_grad():
+        feats = model.extract_feat(torch.randn(2, 3, 32, 32))
+    assert model.head.in_features == 8 + 32 == feats.shape[1]
+
+
 def fmnist_config(name, tmp_path, train_samples=16, val_samples=32):
     _register_standins()
     cfg = Config.fromfile(osp.join(CONFIGS, name))

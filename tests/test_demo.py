@@ -21,7 +21,8 @@ def test_demo_smoke_run_writes_every_metric(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     table = (tmp_path / 'results.md').read_text()
     assert ('GENERATED' in table) == synthetic
-    header, *rows = [line for line in table.splitlines() if line.startswith('| ') and '---' not in line]
+    results, targets = table.split('## Targets for the LocalMIM row')
+    header, *rows = [line for line in results.splitlines() if line.startswith('| ') and '---' not in line]
     assert [c.strip() for c in header.strip('|').split('|')][2:5] == ['random init', 'LocalMIM', 'global-only']
     cells = {tuple(c.strip() for c in row.strip('|').split('|')[:2]): [c.strip() for c in row.strip('|').split('|')]
              for row in rows}
@@ -37,7 +38,8 @@ def test_demo_smoke_run_writes_every_metric(tmp_path):
     if not synthetic:  # 100 training images already lift a linear probe far above chance (10%)
         assert all(float(v) > 25 for v in cells[('linear probe', 'top-1 %')][2:5]), table
     assert re.search(r'differ by \d+\.\d\d points', table)
-    assert re.search(r'fine-tune: \d+ iterations of 16, ', table)  # --scale shortens runs, keeps batches
+    # --scale shortens runs, keeps batches; the fine-tune starts from the probe's layer
+    assert re.search(r"fine-tune: \d+ iterations of 16 from the probe's fitted layer \(LP-FT\), ", table)
     diff = r'[+-]\d+\.\d\d( \(within noise\))?'
     assert re.search(rf'LocalMIM - random init .*: linear probe top-1 % {diff}, fine-tune top-1 % {diff}, '
                      rf'Mask R-CNN bbox AP {diff}, Mask R-CNN mask AP {diff}, UperNet mIoU {diff}\.', table)
@@ -50,8 +52,18 @@ def test_demo_smoke_run_writes_every_metric(tmp_path):
     for name in ('reconstruction_LocalMIM.png', 'reconstruction_global-only.png', 'loss_curves.png'):
         assert (tmp_path / name).stat().st_size > 10_000, name
         assert f']({name})' in table
+    # every target: the run's LocalMIM value, and "met" exactly when it reaches the target
+    target_rows = [[c.strip() for c in line.strip('|').split('|')] for line in targets.splitlines()
+                   if line.startswith('| ') and '---' not in line][1:]
+    assert [row[0] for row in target_rows] == [f'{task} {metric}' for task, metric in list(cells)[1:]]
+    for (task, metric), row in zip(list(cells)[1:], target_rows):
+        assert row[2] == cells[(task, metric)][3]
+        required = float(row[1].removeprefix('>= '))
+        assert (row[3] == 'met') == (float(row[2]) >= required), row
+        if row[3] != 'met':
+            assert row[3] == f'missed by {required - float(row[2]):.2f}', row
     page = (tmp_path / 'results.html').read_text()
-    assert page.count('<tr>') == 7 and '<img alt="pretraining loss curves" src="loss_curves.png">' in page
+    assert page.count('<tr>') == 7 + 6 and '<img alt="pretraining loss curves" src="loss_curves.png">' in page
     assert '[19/19]' in run.stdout and 'demo ETA' in run.stdout
 
 

@@ -2,7 +2,8 @@
 
 One torchrun job runs the scenarios of tests/dist_scenarios.py (real tiny LocalMIM ViT and Swin
 with the shipped epoch-based loop and persistent workers, NaN batches on one rank or on both in
-both guard modes, Mask R-CNN and UperNet trained and validated across ranks); a second runs
+both guard modes, Mask R-CNN and UperNet trained and validated across ranks, the demo's LP-FT
+fine-tune from a linear probe's saved classifier); a second runs
 ``tools/train.py --launcher pytorch`` with a NaN batch on one rank, as a user would.
 """
 import glob
@@ -20,7 +21,7 @@ from _dense_helpers import make_canvas_set
 TESTS_DIR = osp.dirname(osp.abspath(__file__))
 REPO_DIR = osp.dirname(TESTS_DIR)
 SCENARIOS = ['vit', 'swin', 'nan_raise_one_rank', 'nan_raise_all_ranks', 'nan_skip', 'fsdp', 'mask_rcnn',
-             'upernet']
+             'upernet', 'lpft']
 SCALES = ['loss_2px', 'loss_4px', 'loss_8px', 'loss_16px']
 
 pytestmark = pytest.mark.skipif(not real_fashion_mnist_present(),
@@ -67,6 +68,15 @@ def jobs(tmp_path_factory):
                PYTHONPATH=os.pathsep.join([REPO_DIR, TESTS_DIR]))
     env.pop('LOCALMIM_DEBUG', None)
     out = tmp_path_factory.mktemp('scenarios')
+    # the start of the LP-FT scenario: a probe's classifier of a random encoder on 64 training images
+    probe = out / 'probe'
+    small = [f'probe_{split}_dataloader.{key}' for split in ('train', 'test')
+             for key in ('dataset.num_samples=64', 'num_workers=0')]
+    subprocess.run([sys.executable, 'tools/linear_probe.py', osp.join('mm_configs', 'imagenet',
+                    'vit-tiny_linprobe-features_fmnist.py'), 'random', '--names', 'random', '--work-dir', probe,
+                    '--save-classifier', '--cfg-options', *small], cwd=REPO_DIR, env=env, check=True,
+                   capture_output=True)
+    env['LOCALMIM_TEST_CLASSIFIER'] = str(probe / 'random_classifier.pth')
     tool = tmp_path_factory.mktemp('tool')
     started = {
         'scenarios': (torchrun('tests/dist_scenarios.py', out, *SCENARIOS, log_dir=out / 'logs', env=env), out),
@@ -99,6 +109,18 @@ def test_parameters_stay_identical_across_ranks_and_logs_are_rank_means(results,
         for key in local[0]:
             assert logged[key] == pytest.approx((local[0][key] + local[1][key]) / 2, rel=1e-6), (step, key)
         assert ranks[1]['logged'][step] == logged  # every rank logs the same means
+
+
+def test_lpft_starts_from_the_probes_classifier_on_every_rank(results, jobs):
+    """load_from puts the probe's backbone and fitted layer into every rank's classifier before the
+    first update; the ranks then train the same parameters under bf16 autocast."""
+    saved = torch.load(jobs['scenarios'][2] / 'probe' / 'random_classifier.pth', weights_only=True)
+    for rank in results['lpft']:
+        assert all(torch.equal(rank['loaded'][key], value) for key, value in saved['state_dict'].items())
+        assert rank['cast_dtype'] == torch.bfloat16
+    params = [rank['params'] for rank in results['lpft']]
+    assert params[0].shape[0] == 3 and torch.equal(params[0], params[1])
+    assert not torch.equal(params[0][0], params[0][-1])
 
 
 @pytest.mark.parametrize('name', ['nan_raise_one_rank', 'nan_raise_all_ranks'])

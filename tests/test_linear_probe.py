@@ -62,6 +62,21 @@ def tiny_probe_options(tmp_path):
     return options
 
 
+def test_probe_head_folds_the_standardisation_into_the_layer():
+    """probe()'s head on raw features gives the logits of the layer fitted on standardised ones."""
+    tool = load_tool()
+    gen = torch.Generator().manual_seed(0)
+    scale, shift = torch.rand(6, generator=gen) * 5 + 0.1, torch.randn(6, generator=gen) * 3
+    x = torch.randn(200, 6, generator=gen) * scale + shift
+    y = (x[:, :3] / scale[:3] + 0.5 * torch.randn(200, 3, generator=gen)).argmax(1)
+    result, head = tool.probe(x[:150], y[:150], x[150:], y[150:], 3, l2_grid=(1e-2,), max_iter=50, holdout=0.1)
+    mean, std = x[:150].mean(0), x[:150].std(0)
+    w, b = tool.fit_softmax((x[:150] - mean) / std, y[:150], 3, 1e-2, 50)  # the same deterministic fit
+    torch.testing.assert_close(x[150:] @ head['weight'].T + head['bias'], (x[150:] - mean) / std @ w + b,
+                               atol=1e-4, rtol=1e-4)
+    assert result['top1'] == pytest.approx(tool.accuracy(x[150:], y[150:], head['weight'].T, head['bias']))
+
+
 def test_linear_probe_tool_on_tiny_data(tmp_path):
     tool = load_tool()
     options = tiny_probe_options(tmp_path)
@@ -98,3 +113,46 @@ def test_linear_probe_features_on_the_gpu_equal_the_hosts(tmp_path):
         feats[device], labels = tool.extract(model, loader, grids=(1,), token_norm=True)
         assert feats[device].device.type == 'cpu' and labels.shape == (32,)
     torch.testing.assert_close(feats['cuda'], feats['cpu'], atol=1e-3, rtol=1e-3)
+
+
+def test_saved_classifier_predicts_what_the_probe_predicts_and_starts_the_finetune(tmp_path):
+    """--save-classifier: the fine-tune config's ImageClassifier(features='taps') loaded from the file
+    (as tools/train.py's load_from does) scores the probe's own top-1 on the same test images, and
+    holds the probed backbone (the drawn one for 'random'); LP-FT then trains from it."""
+    from mmengine.config import Config
+    from localmim.engine.launch import build_runner
+    tool = load_tool()
+    options = tiny_probe_options(tmp_path)
+    out = tmp_path / 'out'
+    results = tool.main([CONFIG, 'random', '--names', 'random init', '--work-dir', str(out), '--save-classifier',
+                         '--cfg-options', *options])
+    path = results['random init']['classifier']
+    assert path == str(out / 'random-init_classifier.pth')
+    assert json.loads((out / 'linear_probe.json').read_text())['random init']['classifier'] == path
+    saved = torch.load(path, weights_only=True)
+    assert saved['meta']['features'] == 'taps' and saved['meta']['out_indices'] == [1, 3, 5, 7]
+    cfg = tool.load_config(CONFIG, tool.parse_args([CONFIG, 'random', '--cfg-options', *options]).cfg_options,
+                           work_dir=str(out))
+    drawn = tool.build_backbone_model(cfg, 'random', seed=0).backbone.state_dict()
+    assert all(torch.equal(saved['state_dict'][f'backbone.{k}'], v) for k, v in drawn.items())
+
+    ft = Config.fromfile(str(ROOT / 'mm_configs' / 'imagenet' / 'vit-tiny_ft-short_fmnist.py'))
+    ft.merge_from_dict({'work_dir': str(tmp_path / 'ft'), 'load_from': path, 'train_cfg.max_iters': 2,
+                        'train_cfg.val_interval': 2, 'default_hooks.logger.interval': 1,
+                        'train_dataloader.dataset.data_root': str(tmp_path / 'fmnist'),
+                        'train_dataloader.num_workers': 0, 'train_dataloader.persistent_workers': False,
+                        'val_dataloader': cfg.probe_test_dataloader, 'test_dataloader': cfg.probe_test_dataloader})
+    ft.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+    runner = build_runner(ft)
+    runner.load_or_resume()  # what train() does first: load_from into the fine-tune's classifier
+    state = runner.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in saved['state_dict'].items())
+    assert runner.test()['accuracy/top1'] == pytest.approx(results['random init']['top1'])
+    runner.train()  # LP-FT: two iterations from the probe's layer
+    assert runner.iter == 2 and not torch.equal(runner.model.head.weight, saved['state_dict']['head.weight'])
+
+
+def test_save_classifier_refuses_features_no_classifier_computes(tmp_path):
+    with pytest.raises(ValueError, match=r'--save-classifier: .*probe.grids=\(1, 2\)'):
+        load_tool().main([CONFIG, 'random', '--work-dir', str(tmp_path / 'out'), '--save-classifier',
+                          '--cfg-options', *tiny_probe_options(tmp_path), 'probe.grids=(1,2)'])

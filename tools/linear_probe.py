@@ -5,6 +5,7 @@
     python tools/linear_probe.py CONFIG random        # the same encoder at random initialisation
     python tools/linear_probe.py CONFIG random:1      # ... drawn with seed 1
     python tools/linear_probe.py CONFIG random a.pth b.pth --names random A B   # several, one process
+    python tools/linear_probe.py CONFIG a.pth --save-classifier   # + the start of an LP-FT fine-tune
 
 Features are extracted on the GPU when there is one (``--device`` to choose), the softmax layer is
 fitted on the host; a random initialisation is drawn on the host, so it is the same on every device.
@@ -22,6 +23,14 @@ once) and ``probe``:
 - ``max_iter``: L-BFGS iterations of each full-batch fit (standardised features, multinomial
   logistic regression).
 
+``--save-classifier`` also writes, per checkpoint, ``DIR/<name>_classifier.pth``: the probed
+backbone's weights (``backbone.*``, the drawn ones for ``random``) and the fitted layer, with the
+standardisation folded in, as ``head.*`` of an ``ImageClassifier(features='taps')`` over the same
+``out_indices``, which then predicts exactly what the probe does. A fine-tune started from it
+(``--cfg-options load_from=DIR/<name>_classifier.pth``) is linear-probing-then-fine-tuning (LP-FT:
+the head starts trained, so its first gradients do not scramble the features). It needs
+``grids=(1,)`` and ``token_norm=True``: the features that classifier computes.
+
 Prints and writes ``DIR/linear_probe.json`` ({name: result} for every checkpoint): top-1 (%) on
 the test split, the chosen L2, the held-out accuracy of every L2, the feature size and the time
 spent extracting and fitting.
@@ -30,6 +39,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import re
 import sys
 import time
 
@@ -40,7 +50,9 @@ from mmengine.config import DictAction
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import localmim  # noqa: E402,F401  (harmless warnings silenced, weights-only loaders)
 import localmim.registry  # noqa: E402,F401
+from localmim.checkpoint import atomic_save  # noqa: E402
 from localmim.engine.launch import load_config, run_tool  # noqa: E402
+from localmim.models.classifier import pool_features  # noqa: E402
 from localmim.registry import build_model  # noqa: E402
 
 PROBE_DEFAULTS = dict(grids=(1,), token_norm=True, l2_grid=(1e-3,), max_iter=100, holdout=0.1)
@@ -58,19 +70,11 @@ def parse_args(argv=None):
                         help='where features are extracted (default: cuda when available)')
     parser.add_argument('--progress', action='store_true',
                         help='print a line "extract NAME SPLIT [i/n]" per extracted batch (read by tools/demo.py)')
+    parser.add_argument('--save-classifier', action='store_true',
+                        help='also write DIR/<name>_classifier.pth: backbone + fitted layer, the start of a '
+                        "fine-tune of ImageClassifier(features='taps') (LP-FT)")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
     return parser.parse_args(argv)
-
-
-def pool_features(maps, grids, token_norm):
-    """Backbone maps, each [B, D, h, w] -> [B, sum over maps of D * sum(g * g for g in grids)]."""
-    feats = []
-    for fmap in maps:
-        if token_norm:
-            fmap = F.layer_norm(fmap.permute(0, 2, 3, 1), fmap.shape[1:2]).permute(0, 3, 1, 2)
-        for g in grids:
-            feats.append(F.adaptive_avg_pool2d(fmap, g).flatten(1))
-    return torch.cat(feats, dim=1)
 
 
 @torch.no_grad()
@@ -113,7 +117,8 @@ def accuracy(x, y, w, b):
 
 def probe(train_x, train_y, test_x, test_y, num_classes, l2_grid, max_iter, holdout, seed=0):
     """Standardise with the training statistics, pick the L2 weight on a held-out part of the
-    training set, refit on all of it. Returns a dict of results (top-1 in %)."""
+    training set, refit on all of it. Returns a dict of results (top-1 in %) and the fitted layer
+    on the unstandardised features, ``{'weight': [C, F], 'bias': [C]}`` (an ``nn.Linear``'s state)."""
     mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
     order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))
@@ -128,8 +133,24 @@ def probe(train_x, train_y, test_x, test_y, num_classes, l2_grid, max_iter, hold
         scores[l2] = accuracy(train_x[hold], train_y[hold], w, b)
     best = max(l2_grid, key=lambda l2: (scores[l2] if scores[l2] == scores[l2] else -1, -l2))
     w, b = fit_softmax(train_x, train_y, num_classes, best, max_iter)
-    return {'top1': accuracy(test_x, test_y, w, b), 'train_top1': accuracy(train_x, train_y, w, b), 'l2': best,
-            'holdout_top1': {str(k): v for k, v in scores.items()}}
+    result = {'top1': accuracy(test_x, test_y, w, b), 'train_top1': accuracy(train_x, train_y, w, b), 'l2': best,
+              'holdout_top1': {str(k): v for k, v in scores.items()}}
+    # the same layer on the raw features: (x - mean) / std @ w + b = x @ (w / std) + (b - mean / std @ w)
+    head = {'weight': (w / std[:, None]).T.contiguous(), 'bias': b - (mean / std) @ w}
+    return result, head
+
+
+def save_classifier(model, head, result, work_dir, name):
+    """Write ``work_dir/<name>_classifier.pth``: ``model``'s backbone weights and ``head`` as the
+    state of an ``ImageClassifier(features='taps')`` (see the module doc); returns its path."""
+    state = {f'backbone.{k}': v.cpu() for k, v in model.backbone.state_dict().items()}  # features on a GPU
+    state.update({f'head.{k}': v for k, v in head.items()})
+    meta = dict(features='taps', out_indices=list(model.backbone.out_indices), feature_dim=head['weight'].shape[1],
+                probe_top1=result['top1'], probed=name)
+    path = osp.join(work_dir, re.sub(r'[^\w.-]+', '-', name).strip('-') + '_classifier.pth')
+    os.makedirs(work_dir, exist_ok=True)
+    atomic_save({'state_dict': state, 'meta': meta}, path)
+    return path
 
 
 def build_loaders(cfg, seed):
@@ -177,6 +198,10 @@ def main(argv=None):
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f'--device {args.device}: no CUDA GPU is available here (use --device cpu)')
+    if args.save_classifier and (tuple(opts['grids']) != (1,) or not opts['token_norm']):
+        raise ValueError(f"--save-classifier: config {args.config} probes with probe.grids={tuple(opts['grids'])}, "
+                         f"token_norm={opts['token_norm']}; ImageClassifier(features='taps') computes the features "
+                         'of grids=(1,), token_norm=True only')
     loaders = build_loaders(cfg, args.seed)
     results = {}
     for name, checkpoint in zip(names, args.checkpoints):
@@ -186,12 +211,14 @@ def main(argv=None):
                 for split, loader in loaders.items()}
         extract_s = time.time() - start
         num_classes = int(max(data['train'][1].max(), data['test'][1].max())) + 1
-        result = probe(*data['train'], *data['test'], num_classes, opts['l2_grid'], opts['max_iter'],
-                       opts['holdout'], args.seed)
+        result, head = probe(*data['train'], *data['test'], num_classes, opts['l2_grid'], opts['max_iter'],
+                             opts['holdout'], args.seed)
         result.update(checkpoint=checkpoint, config=args.config, device=str(device),
                       feature_dim=int(data['train'][0].shape[1]),
                       num_train=len(data['train'][1]), num_test=len(data['test'][1]),
                       extract_seconds=round(extract_s, 1), fit_seconds=round(time.time() - start - extract_s, 1))
+        if args.save_classifier:
+            result['classifier'] = save_classifier(model, head, result, cfg.work_dir, name)
         results[name] = result
         print(f"linear probe {name}: top-1 {result['top1']:.2f}% on {result['num_test']} test images "
               f"({result['feature_dim']} features, L2 {result['l2']:g}; extract {result['extract_seconds']} s, "

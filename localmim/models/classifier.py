@@ -5,6 +5,9 @@ head (truncated-normal std 2e-5); mixup/cutmix by timm's ``Mixup`` with timm's
 ``SoftTargetCrossEntropy``, else timm's ``LabelSmoothingCrossEntropy``.
 Linear probe: frozen backbone (eval mode) -> cls token after the final norm ->
 BatchNorm1d without affine -> Linear head (std 0.01).
+``features='taps'`` classifies what ``tools/linear_probe.py`` probes instead: every output map of
+the backbone, LayerNorm-ed per token and averaged (:func:`pool_features`), so a fine-tune can start
+from the probe's fitted layer (``tools/linear_probe.py --save-classifier``: LP-FT).
 """
 import torch
 import torch.nn as nn
@@ -14,16 +17,36 @@ from mmengine.structures import BaseDataElement
 
 from ..registry import MODELS, build_model
 
+FEATURES = ('last', 'taps')
+
+
+def pool_features(maps, grids=(1,), token_norm=True):
+    """Backbone maps, each [B, D, h, w] -> [B, sum over maps of D * sum(g * g for g in grids)]:
+    each map (LayerNorm-ed per token, no affine, if ``token_norm``) averaged over g x g cells for
+    every g in ``grids`` (1 = the whole map), all concatenated."""
+    feats = []
+    for fmap in maps:
+        if token_norm:
+            fmap = F.layer_norm(fmap.permute(0, 2, 3, 1), fmap.shape[1:2]).permute(0, 3, 1, 2)
+        for g in grids:
+            feats.append(F.adaptive_avg_pool2d(fmap, g).flatten(1))
+    return torch.cat(feats, dim=1)
+
 
 @MODELS.register_module()
 class ImageClassifier(BaseModel):
     """Backbone -> pooled vector [B, D] -> (fc_norm) -> (BatchNorm) -> head -> logits [B, classes].
 
     Args:
-        backbone: backbone config; its LAST output is classified: maps [B, D, h, w] are averaged
-            over space, vectors [B, D] (e.g. ViT ``out_type='cls_token'``) used as they are.
+        backbone: backbone config.
         num_classes: number of classes.
-        in_channels: D; default ``backbone.num_features`` or ``backbone.embed_dim``.
+        features: what is classified. ``'last'``: the backbone's LAST output, maps [B, D, h, w]
+            averaged over space, vectors [B, D] (e.g. ViT ``out_type='cls_token'``) used as they
+            are. ``'taps'``: every output map, LayerNorm-ed per token (no affine) and averaged,
+            concatenated -> [B, sum of the maps' D] (:func:`pool_features`; the linear probe's
+            features).
+        in_channels: size of the classified vector; default ``backbone.num_features`` or
+            ``backbone.embed_dim`` (``'last'``), the sum of ``backbone.out_channels()`` (``'taps'``).
         fc_norm: LayerNorm (eps 1e-6) on the pooled vector (MAE fine-tuning).
         linear_probe: BatchNorm1d (no affine, eps 1e-6) before the head, backbone frozen.
         head_init_std: truncated-normal std of the head weight (bias zero).
@@ -33,12 +56,17 @@ class ImageClassifier(BaseModel):
             Applied to training batches in :meth:`loss` (the batch size must be even).
     """
 
-    def __init__(self, backbone, num_classes, in_channels=None, fc_norm=True, linear_probe=False,
+    def __init__(self, backbone, num_classes, features='last', in_channels=None, fc_norm=True, linear_probe=False,
                  head_init_std=2e-5, label_smoothing=0.1, mixup=None, data_preprocessor=None, init_cfg=None):
         from timm.data import Mixup  # imported here: timm.data is slow to import
         from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.backbone = build_model(backbone)
+        if features not in FEATURES:
+            raise ValueError(f'ImageClassifier: features={features!r}; use one of {FEATURES}')
+        self.features = features
+        if in_channels is None and features == 'taps':
+            in_channels = sum(self.backbone.out_channels())
         if in_channels is None:
             in_channels = getattr(self.backbone, 'num_features', None) or getattr(self.backbone, 'embed_dim', None)
             if in_channels is None:
@@ -67,7 +95,9 @@ class ImageClassifier(BaseModel):
         return self
 
     def extract_feat(self, inputs):
-        """Images [B, C, H, W] -> pooled vector [B, D] (before fc_norm)."""
+        """Images [B, C, H, W] -> pooled vector [B, in_channels] (before fc_norm)."""
+        if self.features == 'taps':
+            return pool_features(self.backbone(inputs))
         feat = self.backbone(inputs)[-1]
         return feat.mean(dim=(2, 3)) if feat.ndim == 4 else feat
 

@@ -401,6 +401,10 @@ class SwinTransformer(BaseModule):
         stages = [min(i % self.num_stages + 1, self.num_stages - 1) for i in indices]
         return [(self.dims[s], self.patch_size * 2 ** s) for s in stages]
 
+    def out_channels(self):
+        """Channels of each map :meth:`forward` returns (stage ``i`` of ``out_indices``: ``dims[i]``)."""
+        return [self.dims[i] for i in self.out_indices]
+
     def get_layer_depth(self, param_name, prefix=''):
         """(layer id, number of layers) for layer-wise lr decay; see the class doc."""
         num_layers = sum(self.depths) + 2

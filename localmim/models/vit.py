@@ -255,6 +255,10 @@ class VisionTransformer(BaseModule):
         """(channels, stride) of the given block outputs."""
         return [(self.embed_dim, self.patch_size) for _ in indices]
 
+    def out_channels(self):
+        """Channels of each map :meth:`forward` returns."""
+        return [self.embed_dim for _ in self.out_indices]
+
     def get_layer_depth(self, param_name, prefix=''):
         """(layer id, number of layers) for layer-wise lr decay: embeddings 0, block i -> i+1,
         everything else (final norm, anything outside the backbone) the top id."""
