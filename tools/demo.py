@@ -68,7 +68,7 @@ CANVAS_FOLDER, CANVAS_ROOT = 'fmnist_canvas_64', 'FMNIST_SMALL_CANVAS_ROOT'
 # Sizes at --scale 1 for 2 CPU cores: pretraining and downstream lengths in iterations (batch 64
 # for pretraining, finetune_batch for the fine-tune at the config's lr, 4 canvases for detection and
 # segmentation; --scale changes no batch size). Every task runs from every encoder, random init
-# included: on the small canvases an iteration takes 0.23 s (Mask R-CNN) and 0.17 s (UperNet).
+# included (the per-iteration costs are in COST).
 CPU_SIZES = dict(pretrain_iters=360, probe_train=10000, probe_test=3000, finetune_iters=600, finetune_batch=16,
                  finetune_val=2500, canvas_train=600, canvas_val=100, det_iters=600, seg_iters=600)
 # With a GPU (H200-class): about 15 minutes as well, every stage longer.
@@ -85,10 +85,6 @@ UNSCALED = ('finetune_batch',)  # sizes that --scale leaves alone
 # The linear probe's noise is measured in every run (two random encoders).
 ONCE_MEASURED_NOISE = {('Mask R-CNN', 'bbox AP'): 3.2, ('Mask R-CNN', 'mask AP'): 3.5,
                        ('fine-tune', 'top-1 %'): 0.5, ('UperNet', 'mIoU'): 2.2}
-# Seconds of one stage on 1 thread of a quiet CPU core, another stage running beside it: start-up +
-# per unit of work (the ETA's prior; a bar replaces it by its measured rate as soon as the stage
-# has logged progress twice). Fitted to the stage times of a clean-clone `make demo` (2026-12-05:
-# 14:02 on the page, pretraining at 121.8 / 196.2 images/s; the prior sums to 14:03).
 # Issue 17's targets for the LocalMIM row, and for a target missed at the CPU sizes the longest
 # schedule measured once on a CPU (the demo's 360-iteration LocalMIM encoder, 1 thread), which the
 # results page quotes next to a miss.
@@ -96,6 +92,10 @@ TARGETS = {('linear probe', 'top-1 %'): 80, ('fine-tune', 'top-1 %'): 88, ('Mask
            ('Mask R-CNN', 'mask AP'): 25, ('UperNet', 'mIoU'): 50}
 CLOSEST = {('fine-tune', 'top-1 %'): '82.6 after 2,400 iterations of 16 (LP-FT, 2026-12-05)',
            ('UperNet', 'mIoU'): '39.7 after 1,200 iterations on the small canvases (2026-12-05)'}
+# Seconds of one stage on 1 thread of a quiet CPU core, another stage running beside it: start-up +
+# per unit of work (the ETA's prior; a bar replaces it by its measured rate as soon as the stage
+# has logged progress twice). Fitted to the stage times of a clean-clone `make demo` (2026-12-05:
+# 14:02 on the page, pretraining at 121.8 / 196.2 images/s; the prior sums to 14:03).
 COST = dict(data=(5, 0.03), pretrain=(10, 0.42), convert=(8, 0), probe=(12, 0.0035), finetune=(10, 0.13),
             det=(12, 0.25), seg=(12, 0.1), pictures=(20, 0))
 VAL_COST = dict(finetune=0.006, det=0.15, seg=0.03)  # seconds per validation image
@@ -474,15 +474,16 @@ def build_stages(work, sizes, data_root):
     for name in ENCODERS:
         wd = work / f'fine-tune_{slug(name)}'
 
-        def classifier(probe_dir=work / f'linear_probe_{slug(name)}', name=name):  # the probe's LP-FT start
-            return json.loads((probe_dir / 'linear_probe.json').read_text())[name]['classifier']
-        st[('finetune', name)] = Stage('finetune', f'fine-tune {name}', n, lambda wd=wd, classifier=classifier: [
-            'tools/train.py', FINETUNE_CONFIG, '--work-dir', str(wd), '--max-iters', str(n), '--cfg-options',
-            f'load_from={classifier()}', f'train_dataloader.batch_size={sizes["finetune_batch"]}',
-            *[f'{k}_dataloader.dataset.data_root={data_root}' for k in ('train', 'val', 'test')],
-            f'val_dataloader.dataset.num_samples={sizes["finetune_val"]}', f'train_cfg.val_interval={n}',
-            f'default_hooks.checkpoint.interval={n}', f'default_hooks.logger.interval={max(1, min(20, n // 20))}'],
-            wd.with_suffix('.log'), total=n, val_units=sizes['finetune_val'], after=[st[('probe', name)]])
+        def finetune_argv(wd=wd, name=name):  # LP-FT: from the classifier its probe stage saved
+            probed = json.loads((work / f'linear_probe_{slug(name)}' / 'linear_probe.json').read_text())
+            return [
+                'tools/train.py', FINETUNE_CONFIG, '--work-dir', str(wd), '--max-iters', str(n), '--cfg-options',
+                f'load_from={probed[name]["classifier"]}', f'train_dataloader.batch_size={sizes["finetune_batch"]}',
+                *[f'{k}_dataloader.dataset.data_root={data_root}' for k in ('train', 'val', 'test')],
+                f'val_dataloader.dataset.num_samples={sizes["finetune_val"]}', f'train_cfg.val_interval={n}',
+                f'default_hooks.checkpoint.interval={n}', f'default_hooks.logger.interval={max(1, min(20, n // 20))}']
+        st[('finetune', name)] = Stage('finetune', f'fine-tune {name}', n, finetune_argv, wd.with_suffix('.log'),
+                                       total=n, val_units=sizes['finetune_val'], after=[st[('probe', name)]])
 
     for kind, task, config in (('det', 'Mask R-CNN', DET_CONFIG), ('seg', 'UperNet', SEG_CONFIG)):
         n = sizes[f'{kind}_iters']
