@@ -2,6 +2,7 @@
 by hand) and the tool end to end on a tiny generated Fashion-MNIST."""
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +157,28 @@ def test_save_classifier_refuses_features_no_classifier_computes(tmp_path):
     with pytest.raises(ValueError, match=r'--save-classifier: .*probe.grids=\(1, 2\)'):
         load_tool().main([CONFIG, 'random', '--work-dir', str(tmp_path / 'out'), '--save-classifier',
                           '--cfg-options', *tiny_probe_options(tmp_path), 'probe.grids=(1,2)'])
+
+
+@pytest.mark.parametrize('change, named', [
+    ({'model.backbone.out_indices': (0, 2, 4, 6)}, r'out_indices \[0, 2, 4, 6\]'),
+    ({'model.features': 'last', 'model.fc_norm': True}, "features='last'")])
+def test_a_classifier_file_of_other_taps_is_refused_not_loaded(tmp_path, change, named):
+    """load_from a probe classifier into a fine-tune whose features differ: taps at other indices
+    (every shape matches, so it would load silently) or the last block (the head would be dropped)
+    -> one error naming the file, both out_indices and the setting to change; nothing is loaded."""
+    from mmengine.config import Config
+    from localmim.engine.launch import build_runner
+    options = tiny_probe_options(tmp_path)
+    results = load_tool().main([CONFIG, 'random', '--work-dir', str(tmp_path / 'out'), '--save-classifier',
+                                '--cfg-options', *options])
+    path = results['random']['classifier']
+    ft = Config.fromfile(str(ROOT / 'mm_configs' / 'imagenet' / 'vit-tiny_ft-short_fmnist.py'))
+    ft.merge_from_dict({'work_dir': str(tmp_path / 'ft'), 'load_from': path,
+                        'train_dataloader.dataset.data_root': str(tmp_path / 'fmnist'), **change})
+    runner = build_runner(ft)
+    before = {k: v.clone() for k, v in runner.model.state_dict().items()}
+    with pytest.raises(ValueError, match=rf"checkpoint {re.escape(path)} is a classifier of features='taps' at "
+                                         rf"backbone out_indices \[1, 3, 5, 7\].*{named}.*"
+                                         r"model.backbone.out_indices=\(1, 3, 5, 7\)"):
+        runner.load_or_resume()
+    assert all(torch.equal(runner.model.state_dict()[k], v) for k, v in before.items())

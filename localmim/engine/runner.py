@@ -13,6 +13,8 @@ Differences from ``mmengine.runner.Runner`` (everything else is inherited):
   file and the first bad key) before anything is written, so the previous one stays the latest;
 - loading (``load_from``, resume, ``tools/test.py``) a checkpoint of which no key matches the
   model raises one ``CheckpointError`` naming the file; a partial match logs the unmatched keys;
+  a model with a ``check_checkpoint_meta(meta, filename)`` method may refuse the file from its
+  ``meta`` (``ImageClassifier``: a probe classifier of other features);
 - a distributed run wraps the model in ``localmim.GuardedDistributedDataParallel`` (unless the
   config sets ``model_wrapper_cfg``): DDP that ends each step in the model's own guarded update,
   so LocalMIM's non-finite guard decides alike on every rank (see :mod:`localmim.engine.ddp`);
@@ -126,6 +128,8 @@ class Runner(MMEngineRunner):
             model = self.model.module if is_model_wrapper(self.model) else self.model
             check_keys_match(model.state_dict().keys(), revise_keys_of(state_dict, revise_keys),
                              filename, warn=True)
+            if hasattr(model, 'check_checkpoint_meta'):  # a model that can tell a file it must not load
+                model.check_checkpoint_meta(checkpoint.get('meta') or {}, filename)
 
     def _refuse_nonfinite_weights(self, state_dict):
         found = first_nonfinite_tensor(state_dict)

@@ -110,6 +110,21 @@ class ImageClassifier(BaseModel):
             return self.predict(inputs, data_samples)
         raise ValueError(f"invalid mode {mode!r}: use 'tensor', 'loss' or 'predict'")
 
+    def check_checkpoint_meta(self, meta, filename):
+        """Refuse a probe classifier file (``tools/linear_probe.py --save-classifier``, its ``meta``
+        saying ``features='taps'``) whose features this model does not compute: its head would load
+        (same shapes for taps at other indices) and classify the wrong features, or (``'last'``)
+        be dropped with a size-mismatch warning."""
+        if meta.get('features') != 'taps':
+            return
+        ours = dict(features=self.features, out_indices=list(getattr(self.backbone, 'out_indices', [])))
+        theirs = dict(features='taps', out_indices=list(meta.get('out_indices', [])))
+        if ours != theirs:
+            raise ValueError(f"checkpoint {filename} is a classifier of features='taps' at backbone out_indices "
+                             f"{theirs['out_indices']} (meta); this model computes features={self.features!r} at "
+                             f"out_indices {ours['out_indices']}: set model.features='taps' and "
+                             f"model.backbone.out_indices={tuple(theirs['out_indices'])}")
+
     @staticmethod
     def gt_labels(data_samples, device):
         if not data_samples or any('gt_label' not in s for s in data_samples):
