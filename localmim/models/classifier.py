@@ -123,7 +123,8 @@ class ImageClassifier(BaseModel):
             raise ValueError(f"checkpoint {filename} is a classifier of features='taps' at backbone out_indices "
                              f"{theirs['out_indices']} (meta); this model computes features={self.features!r} at "
                              f"out_indices {ours['out_indices']}: set model.features='taps' and "
-                             f"model.backbone.out_indices={tuple(theirs['out_indices'])}")
+                             f"model.backbone.out_indices={tuple(theirs['out_indices'])}, or start from the "
+                             "encoder checkpoint alone with model.backbone.init_cfg (type='Pretrained')")
 
     @staticmethod
     def gt_labels(data_samples, device):
