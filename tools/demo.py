@@ -85,15 +85,16 @@ UNSCALED = ('finetune_batch',)  # sizes that --scale leaves alone
 # 36.4, 38.2), fine-tune seeds 0-2 (2026-12-05, 600 iterations of 16 from the probe's layer: 81.2,
 # 81.4, 80.9), UperNet seeds 0 and 1 (2026-12-05, 600 iterations on the small canvases: 26.5, 24.3;
 # random init 18.1, 17.7). At any other size the linear probe's noise is measured in the run
-# instead (probe_noise_in_run).
+# instead (noise_measured_once).
 ONCE_MEASURED_NOISE = {('linear probe', 'top-1 %'): 0.9, ('Mask R-CNN', 'bbox AP'): 3.2,
                        ('Mask R-CNN', 'mask AP'): 3.5, ('fine-tune', 'top-1 %'): 0.5, ('UperNet', 'mIoU'): 2.2}
 
 
-def probe_noise_in_run(sizes):
-    """Whether the run probes a second random encoder (seed 1) for the linear probe's noise: at
-    every size but the CPU's at --scale 1, where ONCE_MEASURED_NOISE holds it."""
-    return sizes != CPU_SIZES
+def noise_measured_once(sizes):
+    """Whether ONCE_MEASURED_NOISE holds for a run of these sizes (the CPU's at --scale 1, where it
+    was measured). Elsewhere the run probes a second random encoder (seed 1) for the linear probe's
+    noise, and the other spreads are unknown."""
+    return sizes == CPU_SIZES
 
 
 # Issue 17's targets for the LocalMIM row, and for a target missed at the CPU sizes the longest
@@ -477,7 +478,7 @@ def build_stages(work, sizes, data_root):
         return [st[('convert', name)]] if name in PRETRAIN else []
 
     # linear probe; random init also at seed 1 (the run-to-run noise) where it is not known, in one run
-    probes = {RANDOM: (['random', 'random:1'], [RANDOM, f'{RANDOM} (seed 1)']) if probe_noise_in_run(sizes)
+    probes = {RANDOM: (['random', 'random:1'], [RANDOM, f'{RANDOM} (seed 1)']) if not noise_measured_once(sizes)
               else (['random'], [RANDOM])}
     probes.update({name: ([backbones[name]], [name]) for name in PRETRAIN})
     for name, (checkpoints, names) in probes.items():
@@ -554,12 +555,14 @@ def results_table(metrics, times, speeds, noise, data_note, device, sizes, pictu
              + ' | '.join(f'{speeds[n]:.1f}' for n in PRETRAIN) + ' | | - / '
              + ' / '.join(fmt(times[('pretrain', n)]) for n in PRETRAIN) + ' |']
     stage_keys = {'linear probe': 'probe', 'fine-tune': 'finetune', 'Mask R-CNN': 'det', 'UperNet': 'seg'}
-    # the once-measured spreads hold for the sizes they were measured at (the CPU's at --scale 1)
-    once_noise = ONCE_MEASURED_NOISE if sizes == CPU_SIZES else {}
+    # the spread that marks each task's differences: the once-measured ones where they hold, else the
+    # linear probe's measured in this run (``noise``) alone
+    measured_once = noise_measured_once(sizes)
+    spreads = ONCE_MEASURED_NOISE if measured_once else {('linear probe', 'top-1 %'): noise}
     over_random = []  # LocalMIM - random init, for every task with a random-init value
     for task, metric in dict.fromkeys((t, m) for t, m, _ in metrics):
         values = [metrics.get((task, metric, n)) for n in names]
-        spread = noise if task == 'linear probe' and noise is not None else once_noise.get((task, metric))
+        spread = spreads.get((task, metric))
         local = metrics[(task, metric, 'LocalMIM')]
         diff = local - metrics[(task, metric, 'global-only')]
         verdict = (f'{diff:+.2f} (collapsed head: no comparison)' if task == 'UperNet' and seg_note[1]
@@ -570,10 +573,10 @@ def results_table(metrics, times, speeds, noise, data_note, device, sizes, pictu
         time_cell = ' / '.join(fmt(times[(key, n)]) if (key, n) in times else '-' for n in names)
         lines.append(f'| {task} | {metric} | ' + ' | '.join('-' if v is None else f'{v:.2f}' for v in values)
                      + f' | {verdict} | {time_cell} |')
-    both_seeds = '' if noise is None else ', the random-init time covering both seeds'
+    both_seeds = '' if measured_once else ', the random-init time covering both seeds'
     lines += ['', 'LocalMIM - random init (the same downstream recipe from the same encoder at random '
               'initialisation): ' + ', '.join(over_random) + '.',
-              '', noise_text(noise), '', *([seg_note[0], ''] if seg_note[0] else []),
+              '', noise_text(None if measured_once else noise), '', *([seg_note[0], ''] if seg_note[0] else []),
               f'Classification: Fashion-MNIST test split (linear probe: {sizes["probe_test"]} images, features of '
               f'{sizes["probe_train"]} training images{both_seeds}; fine-tune: {sizes["finetune_iters"]} iterations '
               f'of {sizes["finetune_batch"]} from the probe\'s fitted layer '
